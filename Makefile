@@ -1,0 +1,142 @@
+# Makefile for tqai: libtqai (static and shared), the tqai tool, tests and
+# benchmarks. GNU make. `make`, `make test`, `make test SAN=1` (AddressSanitizer
+# and UndefinedBehaviorSanitizer), `make bench`, `make install PREFIX=...`.
+
+VERSION_MAJOR := 0
+VERSION := 0.1.0
+
+SAN ?=
+ifeq ($(SAN),1)
+BUILD ?= build-san
+SANFLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+else
+BUILD ?= build
+SANFLAGS :=
+endif
+
+CC ?= cc
+PREFIX ?= /usr/local
+LIBDIR ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+BINDIR ?= $(PREFIX)/bin
+OPT ?= -O2
+
+# -ffp-contract=off: the reference kernels and the rotation builder must not
+# fuse multiply-adds, or encoded bytes would depend on the compiler.
+WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+        -Wpointer-arith -Wvla -Wformat=2
+CFLAGS_ALL := -std=c11 $(OPT) -g $(WARN) -ffp-contract=off \
+              -D_POSIX_C_SOURCE=200809L -Iinclude -Isrc $(SANFLAGS) $(CFLAGS)
+LIBCFLAGS := $(CFLAGS_ALL) -fPIC -fvisibility=hidden
+LDLIBS := -lm -lpthread
+
+ARCH := $(shell uname -m)
+ifeq ($(ARCH),x86_64)
+SIMD_DEFS := -DTQ_HAVE_AVX2 -DTQ_HAVE_AVX512
+AVX2_FLAGS := -mavx2 -mfma -mf16c
+AVX512_FLAGS := -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx2 -mfma -mf16c
+else
+SIMD_DEFS :=
+endif
+
+LIB_SRC := $(wildcard src/core/*.c) $(wildcard src/codec/*.c)
+LIB_SRC := $(filter-out %_avx2.c %_avx512.c,$(LIB_SRC))
+ifeq ($(ARCH),x86_64)
+LIB_SRC += $(wildcard src/*/*_avx2.c) $(wildcard src/*/*_avx512.c)
+endif
+LIB_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRC))
+
+TOOL_SRC := $(wildcard tools/tqai/*.c)
+TOOL_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(TOOL_SRC))
+
+TEST_SRC := $(wildcard tests/test_*.c)
+TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
+
+BENCH_SRC := $(wildcard bench/bench_*.c)
+BENCH_BIN := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
+
+STATIC := $(BUILD)/libtqai.a
+SHARED := $(BUILD)/libtqai.so.$(VERSION)
+SONAME := libtqai.so.$(VERSION_MAJOR)
+
+.PHONY: all lib tool tests test bench install uninstall clean
+all: lib tool
+
+lib: $(STATIC) $(SHARED)
+tool: $(BUILD)/tqai
+tests: $(TEST_BIN)
+
+$(BUILD)/obj/%_avx2.o: %_avx2.c
+	@mkdir -p $(dir $@)
+	$(CC) $(LIBCFLAGS) $(SIMD_DEFS) $(AVX2_FLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/obj/%_avx512.o: %_avx512.c
+	@mkdir -p $(dir $@)
+	$(CC) $(LIBCFLAGS) $(SIMD_DEFS) $(AVX512_FLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/obj/src/%.o: src/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(LIBCFLAGS) $(SIMD_DEFS) -MMD -MP -c $< -o $@
+
+$(BUILD)/obj/tools/%.o: tools/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) $(SIMD_DEFS) -MMD -MP -c $< -o $@
+
+$(STATIC): $(LIB_OBJ)
+	@rm -f $@
+	$(AR) rcs $@ $^
+
+$(SHARED): $(LIB_OBJ)
+	$(CC) -shared -Wl,-soname,$(SONAME) $(SANFLAGS) -o $@ $^ $(LDLIBS)
+	ln -sf libtqai.so.$(VERSION) $(BUILD)/$(SONAME)
+	ln -sf $(SONAME) $(BUILD)/libtqai.so
+
+$(BUILD)/tqai: $(TOOL_OBJ) $(STATIC)
+	$(CC) $(CFLAGS_ALL) -o $@ $(TOOL_OBJ) $(STATIC) $(LDLIBS)
+
+$(BUILD)/tests/%: tests/%.c tests/test.h $(STATIC)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) $(SIMD_DEFS) -Itests -MMD -MP -o $@ $< $(STATIC) $(LDLIBS)
+
+$(BUILD)/bench/%: bench/%.c $(STATIC)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) $(SIMD_DEFS) -MMD -MP -o $@ $< $(STATIC) $(LDLIBS)
+
+# Runs every test program, then the tool's own checks; the last line is the
+# total "N passed, N failed".
+test: $(TEST_BIN) $(BUILD)/tqai
+	@sh tests/run.sh $(BUILD)
+
+bench: $(BENCH_BIN)
+	@for b in $(BENCH_BIN); do $$b || exit 1; done
+
+install: lib tool
+	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(BINDIR)
+	install -m 644 include/tqai.h $(DESTDIR)$(INCLUDEDIR)/
+	install -m 644 $(STATIC) $(DESTDIR)$(LIBDIR)/
+	install -m 755 $(SHARED) $(DESTDIR)$(LIBDIR)/
+	ln -sf libtqai.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libtqai.so
+	install -m 755 $(BUILD)/tqai $(DESTDIR)$(BINDIR)/
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
+	    -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' -e 's|@VERSION@|$(VERSION)|' \
+	    tqai.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/tqai.pc
+
+uninstall:
+	rm -f $(DESTDIR)$(INCLUDEDIR)/tqai.h $(DESTDIR)$(LIBDIR)/libtqai.a \
+	      $(DESTDIR)$(LIBDIR)/libtqai.so* $(DESTDIR)$(LIBDIR)/pkgconfig/tqai.pc \
+	      $(DESTDIR)$(BINDIR)/tqai
+
+clean:
+	rm -rf build build-san
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+
+# Regenerates the built-in codebook tables from the solver.
+$(BUILD)/gen_codebooks: tools/gen_codebooks.c $(STATIC)
+	$(CC) $(CFLAGS_ALL) -o $@ $< $(STATIC) $(LDLIBS)
+
+.PHONY: codebooks
+codebooks: $(BUILD)/gen_codebooks
+	$(BUILD)/gen_codebooks > src/codec/codebook_tables.c.new
+	mv src/codec/codebook_tables.c.new src/codec/codebook_tables.c

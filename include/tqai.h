@@ -1,0 +1,332 @@
+/*
+ * tqai.h - public API of libtqai: TurboQuant compression of attention key/value
+ * vectors (random rotation, Lloyd-Max scalar codebooks, norm kept apart).
+ *
+ * Conventions
+ * - Every function that can fail returns a tq_status; TQ_OK (0) is success and
+ *   every error is negative. tq_status_name() and tq_status_message() name them.
+ * - The library never prints, never exits and keeps no mutable global state.
+ * - Objects are opaque handles made by a *_create function and released by the
+ *   matching *_free function; every *_free accepts NULL.
+ * - Unless a comment says otherwise, the caller owns every buffer it passes in
+ *   and the library keeps no pointer to it after the call returns.
+ *
+ * Threading
+ * - A tq_codec is immutable once created: any number of threads may call the
+ *   encode, decode, rotate and query functions on the same codec at once.
+ *   tq_codec_free must not race with any other use of that codec.
+ * - The free-standing functions (codebooks, packing, conversions, SIMD queries)
+ *   are safe to call from any thread.
+ */
+#ifndef TQAI_H
+#define TQAI_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Marks the exported symbols of the shared library (built with hidden
+ * visibility by default). */
+#if defined(_WIN32)
+#define TQ_API
+#elif defined(__GNUC__) && __GNUC__ >= 4
+#define TQ_API __attribute__((visibility("default")))
+#else
+#define TQ_API
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* Version                                                                   */
+/* ------------------------------------------------------------------------ */
+
+#define TQ_VERSION_MAJOR 0
+#define TQ_VERSION_MINOR 1
+#define TQ_VERSION_PATCH 0
+/* MAJOR * 10000 + MINOR * 100 + PATCH, comparable with tq_version_number(). */
+#define TQ_VERSION_NUMBER \
+  (TQ_VERSION_MAJOR * 10000 + TQ_VERSION_MINOR * 100 + TQ_VERSION_PATCH)
+
+/* Version of the byte layout of encoded vectors (docs/FORMAT.md). It changes
+ * whenever the bytes produced for the same input and parameters change. */
+#define TQ_CODE_FORMAT_VERSION 1
+
+/* Returns TQ_VERSION_NUMBER of the library actually linked. */
+TQ_API unsigned tq_version_number(void);
+
+/* Returns the library version as "MAJOR.MINOR.PATCH": a static string, never
+ * NULL, owned by the library. */
+TQ_API const char *tq_version_string(void);
+
+/* Returns a one-line description of how the library was built (compiler,
+ * SIMD kernels compiled in, CUDA support): a static string owned by the
+ * library, never NULL. */
+TQ_API const char *tq_build_info(void);
+
+/* ------------------------------------------------------------------------ */
+/* Status codes                                                              */
+/* ------------------------------------------------------------------------ */
+
+typedef enum tq_status {
+  TQ_OK = 0,
+  TQ_ERR_INVALID_ARGUMENT = -1,   /* NULL pointer, unknown enum value, n too big */
+  TQ_ERR_UNSUPPORTED_DIM = -2,    /* head size outside [TQ_MIN_DIM, TQ_MAX_DIM] */
+  TQ_ERR_UNSUPPORTED_BITS = -3,   /* bits outside [TQ_MIN_BITS, TQ_MAX_BITS] */
+  TQ_ERR_UNSUPPORTED_ROTATION = -4, /* e.g. Hadamard for a dim not a power of two */
+  TQ_ERR_UNSUPPORTED_SIMD = -5,   /* SIMD level not compiled in or not on this CPU */
+  TQ_ERR_NON_FINITE = -6,         /* NaN or infinity in the input */
+  TQ_ERR_RANGE = -7,              /* a value does not fit its storage format */
+  TQ_ERR_OUT_OF_MEMORY = -8,
+  TQ_ERR_BUFFER_TOO_SMALL = -9,   /* an output or input buffer is shorter than needed */
+  TQ_ERR_CORRUPT = -10,           /* input data is malformed */
+  TQ_ERR_IO = -11,                /* a read or write failed */
+  TQ_ERR_FORMAT_VERSION = -12,    /* data written by an unknown format version */
+  TQ_ERR_MISMATCH = -13,          /* data does not match the object it is used with */
+  TQ_ERR_NO_CONVERGENCE = -14     /* a numerical solver did not reach its tolerance */
+} tq_status;
+
+/* Returns the enum name of a status ("TQ_ERR_RANGE"); "TQ_UNKNOWN_STATUS" for
+ * a value that is not a tq_status. Static string, never NULL. */
+TQ_API const char *tq_status_name(tq_status status);
+
+/* Returns a short English description of a status. Static string, never NULL. */
+TQ_API const char *tq_status_message(tq_status status);
+
+/* ------------------------------------------------------------------------ */
+/* Limits                                                                    */
+/* ------------------------------------------------------------------------ */
+
+#define TQ_MIN_DIM 2u
+#define TQ_MAX_DIM 2048u
+#define TQ_MIN_BITS 1u
+#define TQ_MAX_BITS 8u
+/* Largest norm an fp16 norm can hold; encoding a longer vector with
+ * TQ_NORM_F16 fails with TQ_ERR_RANGE (use TQ_NORM_F32 for such data). */
+#define TQ_F16_MAX 65504.0f
+
+/* ------------------------------------------------------------------------ */
+/* SIMD levels                                                               */
+/* ------------------------------------------------------------------------ */
+
+typedef enum tq_simd_level {
+  TQ_SIMD_AUTO = 0,   /* the best level available, or the one TQAI_SIMD names */
+  TQ_SIMD_SCALAR = 1, /* portable reference code, always built */
+  TQ_SIMD_AVX2 = 2,   /* x86-64 AVX2 + FMA + F16C */
+  TQ_SIMD_AVX512 = 3  /* x86-64 AVX-512 F/BW/VL/DQ */
+} tq_simd_level;
+
+/* Returns the highest level both compiled into this library and supported by
+ * the CPU it runs on (never TQ_SIMD_AUTO). */
+TQ_API tq_simd_level tq_simd_detect(void);
+
+/* Returns the level TQ_SIMD_AUTO resolves to: tq_simd_detect(), unless the
+ * environment variable TQAI_SIMD is "scalar", "avx2" or "avx512", in which case
+ * that level, lowered to tq_simd_detect() when the CPU lacks it. Other values
+ * of TQAI_SIMD are ignored. */
+TQ_API tq_simd_level tq_simd_default(void);
+
+/* Returns 1 if `level` is compiled in and supported by this CPU, else 0.
+ * TQ_SIMD_AUTO counts as supported. */
+TQ_API int tq_simd_supported(tq_simd_level level);
+
+/* Returns "auto", "scalar", "avx2", "avx512", or "unknown". Static string. */
+TQ_API const char *tq_simd_name(tq_simd_level level);
+
+/* ------------------------------------------------------------------------ */
+/* Half-precision conversions (round to nearest even; NaN stays NaN)         */
+/* ------------------------------------------------------------------------ */
+
+/* Each returns the converted value; none can fail. f32 -> f16 overflows to
+ * infinity above 65504 (after rounding), as IEEE 754 specifies. */
+TQ_API uint16_t tq_f32_to_f16(float x);
+TQ_API float tq_f16_to_f32(uint16_t h);
+TQ_API uint16_t tq_f32_to_bf16(float x);
+TQ_API float tq_bf16_to_f32(uint16_t h);
+
+/* ------------------------------------------------------------------------ */
+/* Codebooks                                                                 */
+/* ------------------------------------------------------------------------ */
+
+typedef enum tq_codebook_kind {
+  /* Lloyd-Max for the exact law of one coordinate of a uniformly random unit
+   * vector in R^dim: f(t) proportional to (1 - t^2)^((dim-3)/2) on [-1, 1]. */
+  TQ_CODEBOOK_EXACT = 0,
+  /* Lloyd-Max for N(0, 1/dim), the large-dim limit of the above. */
+  TQ_CODEBOOK_GAUSSIAN = 1
+} tq_codebook_kind;
+
+/* Solves the Lloyd-Max quantizer for `kind`, `dim` and `bits` to a fixed point
+ * (centroid = conditional mean of its cell, boundary = midpoint of its
+ * neighbours) in double precision. Always runs the solver (no tables).
+ * centroids: caller-owned array of 2^bits doubles, filled in ascending order,
+ *   in units of one coordinate of a unit vector (about 1/sqrt(dim) in size).
+ * distortion: if not NULL, receives E||u - Q(u)||^2 for a random unit vector u
+ *   (dim times the per-coordinate mean squared error).
+ * Returns TQ_OK, TQ_ERR_INVALID_ARGUMENT (NULL centroids or unknown kind),
+ * TQ_ERR_UNSUPPORTED_DIM, TQ_ERR_UNSUPPORTED_BITS or TQ_ERR_NO_CONVERGENCE. */
+TQ_API tq_status tq_codebook_solve(uint32_t dim, uint32_t bits, tq_codebook_kind kind,
+                            double *centroids, double *distortion);
+
+/* Fills `centroids` (caller-owned, 2^bits floats, ascending) with the codebook
+ * a codec of these parameters uses: from the built-in tables for the common
+ * head sizes (64, 80, 96, 112, 128, 192, 256; exact kind) and for the
+ * Gaussian kind at every dim, otherwise from tq_codebook_solve.
+ * Returns the same statuses as tq_codebook_solve. */
+TQ_API tq_status tq_codebook_get(uint32_t dim, uint32_t bits, tq_codebook_kind kind,
+                          float *centroids);
+
+/* Returns 1 if tq_codebook_get answers (dim, bits, kind) from a built-in
+ * table without solving, else 0. */
+TQ_API int tq_codebook_is_tabulated(uint32_t dim, uint32_t bits, tq_codebook_kind kind);
+
+/* Returns the paper's bounds on E||u - Q(u)||^2 at `bits` bits per coordinate:
+ * upper sqrt(3)*pi/2 * 4^-bits, lower 4^-bits. 0 for bits outside 1..8. */
+TQ_API double tq_distortion_upper_bound(uint32_t bits);
+TQ_API double tq_distortion_lower_bound(uint32_t bits);
+
+/* ------------------------------------------------------------------------ */
+/* Bit packing                                                               */
+/* ------------------------------------------------------------------------ */
+
+/* Returns the bytes that `dim` codes of `bits` bits occupy when packed:
+ * ceil(dim * bits / 8); 0 if dim or bits is out of range. */
+TQ_API size_t tq_packed_size(uint32_t dim, uint32_t bits);
+
+/* Packs dim codes (each < 2^bits) into out[0 .. tq_packed_size-1] as one
+ * little-endian bit stream: code j occupies stream bits j*bits .. j*bits+bits-1,
+ * bit k of the stream being bit (k % 8) of byte k / 8. Unused high bits of the
+ * last byte are zero. Both buffers are the caller's.
+ * Returns TQ_OK, TQ_ERR_INVALID_ARGUMENT (NULL pointer), TQ_ERR_UNSUPPORTED_DIM,
+ * TQ_ERR_UNSUPPORTED_BITS, or TQ_ERR_RANGE if a code does not fit in `bits`. */
+TQ_API tq_status tq_pack_codes(const uint8_t *codes, uint32_t dim, uint32_t bits,
+                        uint8_t *out);
+
+/* Unpacks what tq_pack_codes wrote. Returns TQ_OK, TQ_ERR_INVALID_ARGUMENT,
+ * TQ_ERR_UNSUPPORTED_DIM or TQ_ERR_UNSUPPORTED_BITS. */
+TQ_API tq_status tq_unpack_codes(const uint8_t *packed, uint32_t dim, uint32_t bits,
+                          uint8_t *codes);
+
+/* ------------------------------------------------------------------------ */
+/* Codec                                                                     */
+/* ------------------------------------------------------------------------ */
+
+typedef enum tq_rotation {
+  /* Haar-random orthogonal dim x dim matrix: QR of a seeded Gaussian matrix
+   * with the sign fix. Any dim. O(dim^2) per vector. */
+  TQ_ROTATION_HAAR = 0,
+  /* Randomized Hadamard transform: seeded random signs, then a fast
+   * Walsh-Hadamard transform scaled by 1/sqrt(dim). dim a power of two only.
+   * O(dim log dim) per vector. */
+  TQ_ROTATION_HADAMARD = 1
+} tq_rotation;
+
+typedef enum tq_norm_format {
+  TQ_NORM_F16 = 0, /* 2 bytes, IEEE half; norms above 65504 are rejected */
+  TQ_NORM_F32 = 1  /* 4 bytes, IEEE single */
+} tq_norm_format;
+
+typedef struct tq_codec_params {
+  uint32_t dim;                /* head size, TQ_MIN_DIM..TQ_MAX_DIM */
+  uint32_t bits;               /* bits per coordinate, 1..8 */
+  tq_rotation rotation;
+  tq_codebook_kind codebook;
+  tq_norm_format norm_format;
+  tq_simd_level simd;          /* TQ_SIMD_AUTO, or a level to force */
+  uint64_t seed;               /* seeds the rotation; same seed, same bytes */
+} tq_codec_params;
+
+#define TQ_DEFAULT_KEY_SEED 0x7471616b6579ull   /* "tqakey" */
+#define TQ_DEFAULT_VALUE_SEED 0x74716176616cull /* "tqaval" */
+
+/* Returns parameters with the defaults: Haar rotation, exact codebook, fp16
+ * norm, TQ_SIMD_AUTO, seed TQ_DEFAULT_KEY_SEED. Nothing is validated here. */
+TQ_API tq_codec_params tq_codec_params_default(uint32_t dim, uint32_t bits);
+
+/* Key and value codecs are independent; this pair is what a cache needs. */
+typedef struct tq_kv_params {
+  tq_codec_params key;
+  tq_codec_params value;
+} tq_kv_params;
+
+/* Returns the default key/value pair for a head size: keys at 4 bits with
+ * TQ_DEFAULT_KEY_SEED, values at 2 bits with TQ_DEFAULT_VALUE_SEED, other
+ * fields as tq_codec_params_default. */
+TQ_API tq_kv_params tq_kv_params_default(uint32_t dim);
+
+typedef struct tq_codec tq_codec;
+
+/* Validates `params` and builds a codec: rotation, codebook and kernels.
+ * On success *out receives a new codec owned by the caller (release it with
+ * tq_codec_free); on failure *out is set to NULL (when out is not NULL).
+ * Returns TQ_OK, TQ_ERR_INVALID_ARGUMENT, TQ_ERR_UNSUPPORTED_DIM,
+ * TQ_ERR_UNSUPPORTED_BITS, TQ_ERR_UNSUPPORTED_ROTATION,
+ * TQ_ERR_UNSUPPORTED_SIMD, TQ_ERR_NO_CONVERGENCE or TQ_ERR_OUT_OF_MEMORY. */
+TQ_API tq_status tq_codec_create(const tq_codec_params *params, tq_codec **out);
+
+/* Releases a codec and everything it owns. NULL is accepted. */
+TQ_API void tq_codec_free(tq_codec *codec);
+
+/* Copies the codec's parameters, with `simd` resolved to the level in use,
+ * into *out. Returns TQ_OK or TQ_ERR_INVALID_ARGUMENT. */
+TQ_API tq_status tq_codec_get_params(const tq_codec *codec, tq_codec_params *out);
+
+/* Returns the bytes of one encoded vector (record): norm then packed codes,
+ * tq_record_size(dim, bits, norm_format). 0 for a NULL codec. */
+TQ_API size_t tq_codec_record_size(const tq_codec *codec);
+
+/* Returns the bytes of one record for these parameters without a codec:
+ * (2 or 4) + ceil(dim * bits / 8); 0 if any argument is out of range. */
+TQ_API size_t tq_record_size(uint32_t dim, uint32_t bits, tq_norm_format norm_format);
+
+/* Encodes n vectors of dim values, stored one after another in x, into n
+ * records written one after another to `records` (record layout:
+ * docs/FORMAT.md). records_size is the capacity of `records` in bytes and must
+ * be at least n * tq_codec_record_size(codec). Allocates nothing.
+ * Returns TQ_OK, TQ_ERR_INVALID_ARGUMENT (NULL pointer or n * record size
+ * overflowing size_t), TQ_ERR_BUFFER_TOO_SMALL, TQ_ERR_NON_FINITE (a NaN or
+ * infinity in x) or TQ_ERR_RANGE (a norm above 65504 with TQ_NORM_F16). On an
+ * error the records of the vectors before the failing one are written and the
+ * rest of `records` is unspecified. */
+TQ_API tq_status tq_codec_encode_f32(const tq_codec *codec, const float *x, size_t n,
+                              void *records, size_t records_size);
+/* As tq_codec_encode_f32, for IEEE half (f16) or bfloat16 (bf16) input given
+ * as raw 16-bit patterns. */
+TQ_API tq_status tq_codec_encode_f16(const tq_codec *codec, const uint16_t *x, size_t n,
+                              void *records, size_t records_size);
+TQ_API tq_status tq_codec_encode_bf16(const tq_codec *codec, const uint16_t *x, size_t n,
+                               void *records, size_t records_size);
+
+/* Decodes n records (records_size bytes available at `records`) into n
+ * vectors of dim values at x (caller-owned, n * dim elements). Allocates
+ * nothing. Returns TQ_OK, TQ_ERR_INVALID_ARGUMENT, TQ_ERR_BUFFER_TOO_SMALL
+ * (records_size < n * record size) or TQ_ERR_CORRUPT (a stored norm that is
+ * negative, NaN or infinite); on TQ_ERR_CORRUPT the vectors before the bad
+ * record are written and the rest of x is unspecified. */
+TQ_API tq_status tq_codec_decode_f32(const tq_codec *codec, const void *records,
+                              size_t records_size, size_t n, float *x);
+TQ_API tq_status tq_codec_decode_f16(const tq_codec *codec, const void *records,
+                              size_t records_size, size_t n, uint16_t *x);
+TQ_API tq_status tq_codec_decode_bf16(const tq_codec *codec, const void *records,
+                               size_t records_size, size_t n, uint16_t *x);
+
+/* y = P x for one vector of dim floats (P the codec's orthogonal rotation).
+ * x and y are caller-owned and must not overlap. Use it to rotate a query once
+ * and score it against codes. Returns TQ_OK or TQ_ERR_INVALID_ARGUMENT. */
+TQ_API tq_status tq_codec_rotate(const tq_codec *codec, const float *x, float *y);
+
+/* x = P^T y, the inverse of tq_codec_rotate. Returns TQ_OK or
+ * TQ_ERR_INVALID_ARGUMENT. */
+TQ_API tq_status tq_codec_unrotate(const tq_codec *codec, const float *y, float *x);
+
+/* Copies the codec's 2^bits centroids (ascending; units of one coordinate of
+ * a unit vector) into the caller's array of `count` floats.
+ * Returns TQ_OK, TQ_ERR_INVALID_ARGUMENT or TQ_ERR_BUFFER_TOO_SMALL. */
+TQ_API tq_status tq_codec_centroids(const tq_codec *codec, float *centroids, size_t count);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TQAI_H */

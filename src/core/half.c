@@ -1,0 +1,77 @@
+/*
+ * half.c - IEEE half (f16) and bfloat16 conversions, round to nearest even.
+ * NaN handling matches x86 F16C / AVX-512 BF16 so that every SIMD level gives
+ * the same bits: f16 keeps the sign and the top 10 payload bits with the quiet
+ * bit set; bf16 keeps the top 16 bits with the quiet bit set.
+ */
+#include <string.h>
+
+#include "tqai.h"
+
+static uint32_t f32_bits(float x) {
+  uint32_t u;
+  memcpy(&u, &x, sizeof u);
+  return u;
+}
+
+static float bits_f32(uint32_t u) {
+  float x;
+  memcpy(&x, &u, sizeof x);
+  return x;
+}
+
+uint16_t tq_f32_to_f16(float x) {
+  uint32_t u = f32_bits(x);
+  uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
+  uint32_t exp = (u >> 23) & 0xffu;
+  uint32_t mant = u & 0x7fffffu;
+  if (exp == 0xffu) {
+    if (mant == 0) return (uint16_t)(sign | 0x7c00u);
+    return (uint16_t)(sign | 0x7e00u | (mant >> 13));
+  }
+  int32_t e = (int32_t)exp - 127 + 15;
+  if (e >= 31) return (uint16_t)(sign | 0x7c00u);
+  if (e <= 0) {
+    /* Subnormal half (or zero): shift the mantissa with its hidden bit. */
+    if (e < -10) return sign;
+    uint32_t m = mant | 0x800000u;
+    uint32_t shift = (uint32_t)(14 - e);
+    uint32_t half = m >> shift;
+    uint32_t rem = m & ((1u << shift) - 1u);
+    uint32_t mid = 1u << (shift - 1u);
+    if (rem > mid || (rem == mid && (half & 1u))) half++;
+    return (uint16_t)(sign | half);
+  }
+  uint32_t half = ((uint32_t)e << 10) | (mant >> 13);
+  uint32_t rem = mant & 0x1fffu;
+  if (rem > 0x1000u || (rem == 0x1000u && (half & 1u))) half++; /* may carry into inf */
+  return (uint16_t)(sign | half);
+}
+
+float tq_f16_to_f32(uint16_t h) {
+  uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+  uint32_t exp = (h >> 10) & 0x1fu;
+  uint32_t mant = h & 0x3ffu;
+  if (exp == 0x1fu) return bits_f32(sign | 0x7f800000u | (mant << 13));
+  if (exp == 0) {
+    if (mant == 0) return bits_f32(sign);
+    /* Subnormal: normalize. */
+    int32_t e = -14;
+    while (!(mant & 0x400u)) {
+      mant <<= 1;
+      e--;
+    }
+    mant &= 0x3ffu;
+    return bits_f32(sign | ((uint32_t)(e + 127) << 23) | (mant << 13));
+  }
+  return bits_f32(sign | ((exp - 15 + 127) << 23) | (mant << 13));
+}
+
+uint16_t tq_f32_to_bf16(float x) {
+  uint32_t u = f32_bits(x);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
+  uint32_t rounding = 0x7fffu + ((u >> 16) & 1u);
+  return (uint16_t)((u + rounding) >> 16);
+}
+
+float tq_bf16_to_f32(uint16_t h) { return bits_f32((uint32_t)h << 16); }

@@ -1,0 +1,68 @@
+/*
+ * simd.c - run-time SIMD level detection. The level is probed from the CPU
+ * (and the OS's saving of the wide registers), and TQ_SIMD_AUTO may be
+ * lowered by the TQAI_SIMD environment variable so every test can run at
+ * every level.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "tqai.h"
+
+static int cpu_has(tq_simd_level level) {
+  if (level == TQ_SIMD_SCALAR) return 1;
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  __builtin_cpu_init();
+  switch (level) {
+#ifdef TQ_HAVE_AVX2
+    case TQ_SIMD_AVX2:
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+             __builtin_cpu_supports("f16c");
+#endif
+#ifdef TQ_HAVE_AVX512
+    case TQ_SIMD_AVX512:
+      return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+             __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+             __builtin_cpu_supports("f16c");
+#endif
+    default: return 0;
+  }
+#else
+  return 0;
+#endif
+}
+
+int tq_simd_supported(tq_simd_level level) {
+  if (level == TQ_SIMD_AUTO) return 1;
+  if (level < TQ_SIMD_SCALAR || level > TQ_SIMD_AVX512) return 0;
+  return cpu_has(level);
+}
+
+tq_simd_level tq_simd_detect(void) {
+  if (cpu_has(TQ_SIMD_AVX512)) return TQ_SIMD_AVX512;
+  if (cpu_has(TQ_SIMD_AVX2)) return TQ_SIMD_AVX2;
+  return TQ_SIMD_SCALAR;
+}
+
+tq_simd_level tq_simd_default(void) {
+  tq_simd_level best = tq_simd_detect();
+  const char *env = getenv("TQAI_SIMD");
+  tq_simd_level want = best;
+  if (env) {
+    if (strcmp(env, "scalar") == 0) want = TQ_SIMD_SCALAR;
+    else if (strcmp(env, "avx2") == 0) want = TQ_SIMD_AVX2;
+    else if (strcmp(env, "avx512") == 0) want = TQ_SIMD_AVX512;
+  }
+  return want < best ? want : best;
+}
+
+const char *tq_simd_name(tq_simd_level level) {
+  switch (level) {
+    case TQ_SIMD_AUTO: return "auto";
+    case TQ_SIMD_SCALAR: return "scalar";
+    case TQ_SIMD_AVX2: return "avx2";
+    case TQ_SIMD_AVX512: return "avx512";
+  }
+  return "unknown";
+}
