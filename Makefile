@@ -96,11 +96,13 @@ $(BUILD)/tqai: $(TOOL_OBJ) $(STATIC)
 
 $(BUILD)/tests/%: tests/%.c tests/test.h $(STATIC)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) $(SIMD_DEFS) -Itests -MMD -MP -o $@ $< $(STATIC) $(LDLIBS)
+	@mkdir -p $(BUILD)/obj/tests
+	$(CC) $(CFLAGS_ALL) $(SIMD_DEFS) -Itests -MMD -MP -MF $(BUILD)/obj/tests/$*.d -o $@ $< $(STATIC) $(LDLIBS)
 
 $(BUILD)/bench/%: bench/%.c $(STATIC)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) $(SIMD_DEFS) -MMD -MP -o $@ $< $(STATIC) $(LDLIBS)
+	@mkdir -p $(BUILD)/obj/bench
+	$(CC) $(CFLAGS_ALL) $(SIMD_DEFS) -MMD -MP -MF $(BUILD)/obj/bench/$*.d -o $@ $< $(STATIC) $(LDLIBS)
 
 # Runs every test program, then the tool's own checks; the last line is the
 # total "N passed, N failed".

@@ -1,8 +1,8 @@
 /*
  * half.c - IEEE half (f16) and bfloat16 conversions, round to nearest even.
  * NaN handling matches x86 F16C / AVX-512 BF16 so that every SIMD level gives
- * the same bits: f16 keeps the sign and the top 10 payload bits with the quiet
- * bit set; bf16 keeps the top 16 bits with the quiet bit set.
+ * the same bits: every NaN comes out quiet; f32 -> f16 keeps the sign and the
+ * top 10 payload bits, f32 -> bf16 the top 16 bits.
  */
 #include <string.h>
 
@@ -52,7 +52,8 @@ float tq_f16_to_f32(uint16_t h) {
   uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
   uint32_t exp = (h >> 10) & 0x1fu;
   uint32_t mant = h & 0x3ffu;
-  if (exp == 0x1fu) return bits_f32(sign | 0x7f800000u | (mant << 13));
+  /* NaN comes back quiet (bit 22 set), as F16C does. */
+  if (exp == 0x1fu) return bits_f32(sign | 0x7f800000u | (mant << 13) | (mant ? 0x400000u : 0u));
   if (exp == 0) {
     if (mant == 0) return bits_f32(sign);
     /* Subnormal: normalize. */

@@ -9,6 +9,18 @@
 
 #include "tqai.h"
 
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
+
+/* F16C is CPUID leaf 1, ECX bit 29 (not every compiler's
+ * __builtin_cpu_supports knows its name). */
+static int cpu_has_f16c(void) {
+  unsigned a, b, c, d;
+  if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
+  return (c >> 29) & 1u;
+}
+#endif
+
 static int cpu_has(tq_simd_level level) {
   if (level == TQ_SIMD_SCALAR) return 1;
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -17,14 +29,14 @@ static int cpu_has(tq_simd_level level) {
 #ifdef TQ_HAVE_AVX2
     case TQ_SIMD_AVX2:
       return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-             __builtin_cpu_supports("f16c");
+             cpu_has_f16c();
 #endif
 #ifdef TQ_HAVE_AVX512
     case TQ_SIMD_AVX512:
       return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
              __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
              __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-             __builtin_cpu_supports("f16c");
+             cpu_has_f16c();
 #endif
     default: return 0;
   }

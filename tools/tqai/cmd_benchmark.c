@@ -290,7 +290,7 @@ static void row_num(const char *label, double k, double v, int prec, char conv) 
   char a[32], b[32];
   format_num(a, sizeof a, k, prec, conv);
   format_num(b, sizeof b, v, prec, conv);
-  printf("  %-26s%16s%16s\n", label, a, b);
+  printf("  %-28s%16s%16s\n", label, a, b);
 }
 
 static void print_text(const bench_result *r) {
@@ -304,13 +304,13 @@ static void print_text(const bench_result *r) {
          rotation_names[o->rotation], codebook_names[o->codebook], norm_names[o->norm],
          tq_simd_name(k->params.simd), o->simd == 0 ? " (auto)" : "");
 
-  printf("  %-26s%16s%16s\n", "", "K (key)", "V (value)");
+  printf("  %-28s%16s%16s\n", "", "K (key)", "V (value)");
   snprintf(a, sizeof a, "%u", (unsigned)k->params.bits);
   snprintf(b, sizeof b, "%u", (unsigned)v->params.bits);
-  printf("  %-26s%16s%16s\n", "bits per coordinate", a, b);
+  printf("  %-28s%16s%16s\n", "bits per coordinate", a, b);
   snprintf(a, sizeof a, "0x%llx", (unsigned long long)k->params.seed);
   snprintf(b, sizeof b, "0x%llx", (unsigned long long)v->params.seed);
-  printf("  %-26s%16s%16s\n", "rotation seed", a, b);
+  printf("  %-28s%16s%16s\n", "rotation seed", a, b);
   row_num("NMSE", k->nmse, v->nmse, 6, 'g');
   row_num("Lloyd-Max D(b) (solver)", k->lloyd_max, v->lloyd_max, 6, 'g');
   row_num("NMSE / Lloyd-Max", k->nmse / k->lloyd_max, v->nmse / v->lloyd_max, 4, 'f');
@@ -322,15 +322,15 @@ static void print_text(const bench_result *r) {
   row_num("cosine min", k->cos_min, v->cos_min, 6, 'f');
   snprintf(a, sizeof a, "%zu", k->record_size);
   snprintf(b, sizeof b, "%zu", v->record_size);
-  printf("  %-26s%16s%16s\n", "bytes per vector", a, b);
+  printf("  %-28s%16s%16s\n", "bytes per vector", a, b);
   row_num("encode (Mvec/s)", k->encode_vps * 1e-6, v->encode_vps * 1e-6, 4, 'g');
   row_num("decode (Mvec/s)", k->decode_vps * 1e-6, v->decode_vps * 1e-6, 4, 'g');
 
-  printf("\n  %-26s%zu (K %zu + V %zu)\n", "bytes per token per KV head", r->bytes_per_token,
+  printf("\n  %-28s%zu (K %zu + V %zu)\n", "bytes per token per KV head", r->bytes_per_token,
          k->record_size, v->record_size);
-  printf("  %-26s%zu (2 x %u x 2 bytes)\n", "fp16 bytes per token", r->fp16_bytes,
+  printf("  %-28s%zu (2 x %u x 2 bytes)\n", "fp16 bytes per token", r->fp16_bytes,
          (unsigned)o->dim);
-  printf("  %-26s%.2fx\n", "compression", r->compression);
+  printf("  %-28s%.2fx\n", "compression", r->compression);
   printf("\nthroughput: one thread, median of %d passes over %zu vectors\n", TIMING_PASSES,
          r->timing_vectors);
 }

@@ -70,6 +70,7 @@ static int dispatch(int argc, char **argv) {
   const cli_command *cmd;
 
   if (argc < 2) {
+    fprintf(stderr, "tqai: missing command\n\n");
     usage(stderr);
     return TQ_CLI_USAGE;
   }
