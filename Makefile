@@ -39,7 +39,8 @@ else
 SIMD_DEFS :=
 endif
 
-LIB_SRC := $(wildcard src/core/*.c) $(wildcard src/codec/*.c)
+LIB_SRC := $(wildcard src/core/*.c) $(wildcard src/codec/*.c) $(wildcard src/cache/*.c) \
+           $(wildcard src/attn/*.c)
 LIB_SRC := $(filter-out %_avx2.c %_avx512.c,$(LIB_SRC))
 ifeq ($(ARCH),x86_64)
 LIB_SRC += $(wildcard src/*/*_avx2.c) $(wildcard src/*/*_avx512.c)

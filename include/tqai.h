@@ -17,6 +17,9 @@
  *   tq_codec_free must not race with any other use of that codec.
  * - The free-standing functions (codebooks, packing, conversions, SIMD queries)
  *   are safe to call from any thread.
+ * - A tq_cache may be read by many threads at once (tq_cache_attention,
+ *   queries, tq_cache_save), but a call that changes it (append, truncate,
+ *   reset, load) must not overlap any other call on the same cache.
  */
 #ifndef TQAI_H
 #define TQAI_H
@@ -312,7 +315,8 @@ TQ_API tq_status tq_codec_decode_bf16(const tq_codec *codec, const void *records
                                size_t records_size, size_t n, uint16_t *x);
 
 /* y = P x for one vector of dim floats (P the codec's orthogonal rotation).
- * x and y are caller-owned and must not overlap. Use it to rotate a query once
+ * x and y are caller-owned and may be the same array (other overlaps are
+ * not allowed). Use it to rotate a query once
  * and score it against codes. Returns TQ_OK or TQ_ERR_INVALID_ARGUMENT. */
 TQ_API tq_status tq_codec_rotate(const tq_codec *codec, const float *x, float *y);
 
@@ -324,6 +328,156 @@ TQ_API tq_status tq_codec_unrotate(const tq_codec *codec, const float *y, float 
  * a unit vector) into the caller's array of `count` floats.
  * Returns TQ_OK, TQ_ERR_INVALID_ARGUMENT or TQ_ERR_BUFFER_TOO_SMALL. */
 TQ_API tq_status tq_codec_centroids(const tq_codec *codec, float *centroids, size_t count);
+
+
+/* ------------------------------------------------------------------------ */
+/* Thread pool                                                               */
+/* ------------------------------------------------------------------------ */
+
+/* A fixed set of worker threads that the attention functions (and engines)
+ * can share. One pool may serve one call at a time: calls that pass the same
+ * pool must not overlap (give each concurrent caller its own pool). */
+typedef struct tq_pool tq_pool;
+
+/* Starts n_threads - 1 workers (the calling thread is the n-th); n_threads 0
+ * means one per online CPU. *out receives the pool, owned by the caller.
+ * Returns TQ_OK, TQ_ERR_INVALID_ARGUMENT (out NULL or n_threads > 256) or
+ * TQ_ERR_OUT_OF_MEMORY (also when a thread cannot be started). */
+TQ_API tq_status tq_pool_create(uint32_t n_threads, tq_pool **out);
+
+/* Stops the workers and frees the pool. NULL is accepted. */
+TQ_API void tq_pool_free(tq_pool *pool);
+
+/* Returns the number of threads working on a call (1 for NULL). */
+TQ_API uint32_t tq_pool_size(const tq_pool *pool);
+
+/* ------------------------------------------------------------------------ */
+/* Compressed KV cache                                                       */
+/* ------------------------------------------------------------------------ */
+
+typedef enum tq_cache_mode {
+  TQ_CACHE_F16 = 0,       /* every key and value in fp16: the baseline */
+  TQ_CACHE_TURBOQUANT = 1 /* keys and values as TurboQuant codes */
+} tq_cache_mode;
+
+/* Bits per coordinate accepted by the cache: 1, 1.5, 2, ..., 7.5, 8. A rate
+ * b + 0.5 splits the head's channels into two halves coded with b + 1 and b
+ * bits (docs/CACHE.md says which channels get the extra bit). */
+#define TQ_CACHE_MIN_BITS 1.0f
+#define TQ_CACHE_MAX_BITS 8.0f
+
+typedef struct tq_cache_params {
+  uint32_t n_layers;      /* >= 1 */
+  uint32_t n_kv_heads;    /* >= 1 */
+  uint32_t head_dim;      /* TQ_MIN_DIM..TQ_MAX_DIM (even for fractional bits) */
+  uint32_t max_tokens;    /* capacity per layer; appends beyond it fail */
+  uint32_t block_tokens;  /* tokens per allocation block, 16..65536 */
+  tq_cache_mode mode;
+
+  /* TurboQuant mode only. */
+  float key_bits;         /* default 4 */
+  float value_bits;       /* default 2 */
+  /* Optional per-layer rates (n_layers entries each, copied at creation);
+   * NULL means key_bits / value_bits for every layer. */
+  const float *layer_key_bits;
+  const float *layer_value_bits;
+  /* Convenience policy: the first and last `edge_layers` layers use
+   * edge_key_bits / edge_value_bits (0 disables). Per-layer arrays win. */
+  uint32_t edge_layers;
+  float edge_key_bits;
+  float edge_value_bits;
+  uint32_t sink_tokens;   /* the first S tokens stay fp16 */
+  uint32_t window_tokens; /* the last W tokens stay fp16, then are encoded */
+  int center;             /* subtract per-head key and value means */
+  uint32_t calib_tokens;  /* tokens after the sinks that fix the means and the
+                             channel split of fractional rates */
+  tq_rotation rotation;
+  uint64_t key_seed;
+  uint64_t value_seed;
+  tq_simd_level simd;
+} tq_cache_params;
+
+/* Returns the defaults for a model shape: TurboQuant K4/V2, Haar rotation,
+ * block_tokens 256, max_tokens 131072, no sinks, no window, no centering,
+ * calib_tokens 64, default seeds, TQ_SIMD_AUTO. */
+TQ_API tq_cache_params tq_cache_params_default(uint32_t n_layers, uint32_t n_kv_heads,
+                                               uint32_t head_dim);
+
+typedef struct tq_cache tq_cache;
+
+/* Validates params and creates an empty cache (no token memory is allocated
+ * until tokens arrive). *out receives the cache, owned by the caller.
+ * Returns TQ_OK, TQ_ERR_INVALID_ARGUMENT, TQ_ERR_UNSUPPORTED_DIM,
+ * TQ_ERR_UNSUPPORTED_BITS, TQ_ERR_UNSUPPORTED_ROTATION,
+ * TQ_ERR_UNSUPPORTED_SIMD or TQ_ERR_OUT_OF_MEMORY. */
+TQ_API tq_status tq_cache_create(const tq_cache_params *params, tq_cache **out);
+
+/* Frees the cache and all its memory. NULL is accepted. */
+TQ_API void tq_cache_free(tq_cache *cache);
+
+/* Copies the parameters the cache was created with into *out (the per-layer
+ * pointers are set to NULL). Returns TQ_OK or TQ_ERR_INVALID_ARGUMENT. */
+TQ_API tq_status tq_cache_get_params(const tq_cache *cache, tq_cache_params *out);
+
+/* Appends n tokens to one layer. k and v: (n, n_kv_heads, head_dim) floats,
+ * caller-owned. Old tokens are never moved. Returns TQ_OK,
+ * TQ_ERR_INVALID_ARGUMENT, TQ_ERR_RANGE (capacity exceeded), TQ_ERR_NON_FINITE
+ * or TQ_ERR_OUT_OF_MEMORY; on an error the layer is as it was before. */
+TQ_API tq_status tq_cache_append(tq_cache *cache, uint32_t layer, const float *k,
+                                 const float *v, uint32_t n);
+
+/* Returns the number of tokens stored in `layer` (0 for a bad argument). */
+TQ_API uint32_t tq_cache_tokens(const tq_cache *cache, uint32_t layer);
+
+/* Returns the bytes the cache currently holds from the allocator (token
+ * storage, per-head statistics and bookkeeping), counted at each allocation
+ * and free. 0 for NULL. */
+TQ_API size_t tq_cache_bytes(const tq_cache *cache);
+
+/* Keeps the first n_tokens tokens of every layer and drops the rest (for
+ * regeneration); n_tokens above a layer's count leaves that layer alone.
+ * Returns TQ_OK or TQ_ERR_INVALID_ARGUMENT. Dropping below the calibration
+ * point also clears the frozen means and channel split. */
+TQ_API tq_status tq_cache_truncate(tq_cache *cache, uint32_t n_tokens);
+
+/* Drops every token and frees their memory. Returns TQ_OK or
+ * TQ_ERR_INVALID_ARGUMENT. */
+TQ_API tq_status tq_cache_reset(tq_cache *cache);
+
+/* Causal attention of n_q query tokens against one layer, computed on the
+ * stored codes (keys and values are never decompressed):
+ *   q:   (n_q, n_q_heads, head_dim) floats, the queries of the LAST n_q
+ *        tokens stored in the layer (query i sits at position
+ *        tokens - n_q + i and sees positions 0..that one);
+ *   out: (n_q, n_q_heads, head_dim) floats, caller-owned;
+ *   n_q_heads a multiple of n_kv_heads (grouped-query attention: heads
+ *   h*G .. h*G+G-1 use KV head h, G = n_q_heads / n_kv_heads);
+ *   scale multiplies q.k (usually 1/sqrt(head_dim));
+ *   pool may be NULL (the calling thread does all the work). Results do not
+ *   depend on the number of threads.
+ * Returns TQ_OK, TQ_ERR_INVALID_ARGUMENT (bad layer, shapes, n_q = 0 or more
+ * than the layer holds) or TQ_ERR_OUT_OF_MEMORY. */
+TQ_API tq_status tq_cache_attention(const tq_cache *cache, uint32_t layer, const float *q,
+                                    uint32_t n_q, uint32_t n_q_heads, float scale,
+                                    float *out, tq_pool *pool);
+
+/* Writes the whole cache to `path` through a temporary file in the same
+ * directory that is renamed over `path` only when complete, so a crash never
+ * leaves a half-written file under that name (format: docs/FORMAT.md).
+ * Returns TQ_OK, TQ_ERR_INVALID_ARGUMENT or TQ_ERR_IO. */
+TQ_API tq_status tq_cache_save(const tq_cache *cache, const char *path);
+
+/* Replaces the cache's contents with those saved at `path`. The file must
+ * have been written from a cache of the same parameters. The file is read and
+ * checked completely before anything changes: on any error the cache is left
+ * exactly as it was. Returns TQ_OK, TQ_ERR_INVALID_ARGUMENT, TQ_ERR_IO,
+ * TQ_ERR_CORRUPT (bad magic, checksum, sizes or values),
+ * TQ_ERR_FORMAT_VERSION, TQ_ERR_MISMATCH (other parameters) or
+ * TQ_ERR_OUT_OF_MEMORY. */
+TQ_API tq_status tq_cache_load(tq_cache *cache, const char *path);
+
+/* As tq_cache_load, from a buffer of `size` bytes (caller-owned). */
+TQ_API tq_status tq_cache_load_buffer(tq_cache *cache, const void *data, size_t size);
 
 #ifdef __cplusplus
 }
