@@ -143,3 +143,69 @@ $(BUILD)/gen_codebooks: tools/gen_codebooks.c $(STATIC)
 codebooks: $(BUILD)/gen_codebooks
 	$(BUILD)/gen_codebooks > src/codec/codebook_tables.c.new
 	mv src/codec/codebook_tables.c.new src/codec/codebook_tables.c
+
+# ---------------------------------------------------------------------------
+# Fuzzing (clang with libFuzzer; see fuzz/README.md).
+#   make fuzz        builds $(FUZZ_BUILD)/fuzz_NAME for every fuzz/fuzz_NAME.c,
+#                    the library sources compiled in with ASan + UBSan
+#   make fuzz-run    runs each for FUZZ_SECONDS seconds (default 30) from the
+#                    seeds in fuzz/corpus/NAME/; new inputs go to
+#                    $(FUZZ_BUILD)/corpus/NAME/, crashes to $(FUZZ_BUILD)/
+#   make fuzz-seeds  regenerates fuzz/corpus/NAME/ (each fuzzer built with
+#                    -DTQ_FUZZ_SEEDGEN has a main(argc, argv) that writes them)
+FUZZ_CC ?= clang
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 30
+FUZZ_FLAGS ?=
+FUZZ_CFLAGS := -std=c11 -O1 -g $(WARN) -ffp-contract=off -D_POSIX_C_SOURCE=200809L \
+               -Iinclude -Isrc -fsanitize=address,undefined -fno-sanitize-recover=all \
+               -fno-omit-frame-pointer $(CFLAGS)
+FUZZ_SRC := $(wildcard fuzz/fuzz_*.c)
+FUZZ_BIN := $(patsubst fuzz/%.c,$(FUZZ_BUILD)/%,$(FUZZ_SRC))
+FUZZ_SEEDGEN := $(patsubst fuzz/fuzz_%.c,$(FUZZ_BUILD)/seedgen_%,$(FUZZ_SRC))
+FUZZ_LIB_OBJ := $(patsubst %.c,$(FUZZ_BUILD)/obj/%.o,$(LIB_SRC))
+
+.PHONY: fuzz fuzz-run fuzz-seeds fuzz-clean
+fuzz: $(FUZZ_BIN)
+
+$(FUZZ_BUILD)/obj/%_avx2.o: %_avx2.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link $(SIMD_DEFS) $(AVX2_FLAGS) -MMD -MP -c $< -o $@
+
+$(FUZZ_BUILD)/obj/%_avx512.o: %_avx512.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link $(SIMD_DEFS) $(AVX512_FLAGS) -MMD -MP -c $< -o $@
+
+$(FUZZ_BUILD)/obj/src/%.o: src/%.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link $(SIMD_DEFS) -MMD -MP -c $< -o $@
+
+$(FUZZ_BUILD)/fuzz_%: fuzz/fuzz_%.c $(FUZZ_LIB_OBJ)
+	@mkdir -p $(FUZZ_BUILD)/obj/fuzz
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer $(SIMD_DEFS) -MMD -MP \
+	  -MF $(FUZZ_BUILD)/obj/fuzz/fuzz_$*.d -o $@ $< $(FUZZ_LIB_OBJ) $(LDLIBS)
+
+$(FUZZ_BUILD)/seedgen_%: fuzz/fuzz_%.c $(FUZZ_LIB_OBJ)
+	@mkdir -p $(FUZZ_BUILD)/obj/fuzz
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -DTQ_FUZZ_SEEDGEN $(SIMD_DEFS) -MMD -MP \
+	  -MF $(FUZZ_BUILD)/obj/fuzz/seedgen_$*.d -o $@ $< $(FUZZ_LIB_OBJ) $(LDLIBS)
+
+fuzz-run: $(FUZZ_BIN)
+	@for f in $(FUZZ_BIN); do \
+	  name=$${f##*/fuzz_}; \
+	  mkdir -p $(FUZZ_BUILD)/corpus/$$name fuzz/corpus/$$name; \
+	  echo "== $$f: $(FUZZ_SECONDS) s"; \
+	  $$f -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=$(FUZZ_BUILD)/ $(FUZZ_FLAGS) \
+	      $(FUZZ_BUILD)/corpus/$$name fuzz/corpus/$$name || exit 1; \
+	done
+
+fuzz-seeds: $(FUZZ_SEEDGEN)
+	@for g in $(FUZZ_SEEDGEN); do \
+	  name=$${g##*/seedgen_}; \
+	  mkdir -p fuzz/corpus/$$name && $$g fuzz/corpus/$$name || exit 1; \
+	done
+
+fuzz-clean:
+	rm -rf $(FUZZ_BUILD)
+
+-include $(shell find $(FUZZ_BUILD) -name '*.d' 2>/dev/null)

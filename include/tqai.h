@@ -289,7 +289,9 @@ TQ_API size_t tq_record_size(uint32_t dim, uint32_t bits, tq_norm_format norm_fo
  * be at least n * tq_codec_record_size(codec). Allocates nothing.
  * Returns TQ_OK, TQ_ERR_INVALID_ARGUMENT (NULL pointer or n * record size
  * overflowing size_t), TQ_ERR_BUFFER_TOO_SMALL, TQ_ERR_NON_FINITE (a NaN or
- * infinity in x) or TQ_ERR_RANGE (a norm above 65504 with TQ_NORM_F16). On an
+ * infinity in x) or TQ_ERR_RANGE (a norm above the norm format's largest
+ * value, 65504 for TQ_NORM_F16 and FLT_MAX for TQ_NORM_F32, or a vector whose
+ * decoded form, of length norm * ||centroids||, would exceed it). On an
  * error the records of the vectors before the failing one are written and the
  * rest of `records` is unspecified. */
 TQ_API tq_status tq_codec_encode_f32(const tq_codec *codec, const float *x, size_t n,
@@ -304,9 +306,12 @@ TQ_API tq_status tq_codec_encode_bf16(const tq_codec *codec, const uint16_t *x, 
 /* Decodes n records (records_size bytes available at `records`) into n
  * vectors of dim values at x (caller-owned, n * dim elements). Allocates
  * nothing. Returns TQ_OK, TQ_ERR_INVALID_ARGUMENT, TQ_ERR_BUFFER_TOO_SMALL
- * (records_size < n * record size) or TQ_ERR_CORRUPT (a stored norm that is
- * negative, NaN or infinite); on TQ_ERR_CORRUPT the vectors before the bad
- * record are written and the rest of x is unspecified. */
+ * (records_size < n * record size), TQ_ERR_CORRUPT (a stored norm that is
+ * negative, NaN or infinite, or a record no encoder writes because it would
+ * decode beyond float range) or, for the 16-bit outputs, TQ_ERR_RANGE (a
+ * value beyond the output format's range, possible with TQ_NORM_F32); on an
+ * error the vectors before the bad record are written and the rest of x is
+ * unspecified. */
 TQ_API tq_status tq_codec_decode_f32(const tq_codec *codec, const void *records,
                               size_t records_size, size_t n, float *x);
 TQ_API tq_status tq_codec_decode_f16(const tq_codec *codec, const void *records,
@@ -365,6 +370,9 @@ typedef enum tq_cache_mode {
  * bits (docs/CACHE.md says which channels get the extra bit). */
 #define TQ_CACHE_MIN_BITS 1.0f
 #define TQ_CACHE_MAX_BITS 8.0f
+/* Longest key or value vector the cache accepts (room for centering and for
+ * decoded codes within the fp16 norms the codes keep). */
+#define TQ_CACHE_MAX_NORM 16000.0
 
 typedef struct tq_cache_params {
   uint32_t n_layers;      /* >= 1 */
@@ -421,8 +429,9 @@ TQ_API tq_status tq_cache_get_params(const tq_cache *cache, tq_cache_params *out
 
 /* Appends n tokens to one layer. k and v: (n, n_kv_heads, head_dim) floats,
  * caller-owned. Old tokens are never moved. Returns TQ_OK,
- * TQ_ERR_INVALID_ARGUMENT, TQ_ERR_RANGE (capacity exceeded), TQ_ERR_NON_FINITE
- * or TQ_ERR_OUT_OF_MEMORY; on an error the layer is as it was before. */
+ * TQ_ERR_INVALID_ARGUMENT, TQ_ERR_RANGE (capacity exceeded, or a key or value
+ * vector longer than TQ_CACHE_MAX_NORM), TQ_ERR_NON_FINITE or
+ * TQ_ERR_OUT_OF_MEMORY; on an error the layer is as it was before. */
 TQ_API tq_status tq_cache_append(tq_cache *cache, uint32_t layer, const float *k,
                                  const float *v, uint32_t n);
 

@@ -98,7 +98,6 @@ static tq_status validate(const tq_cache_params *p) {
   if (p->rotation == TQ_ROTATION_HADAMARD && ((d & (d - 1)) || (any_fractional && d < 4)))
     return TQ_ERR_UNSUPPORTED_ROTATION;
   if ((p->center || any_fractional) && p->calib_tokens < 1) return TQ_ERR_INVALID_ARGUMENT;
-  if (p->calib_tokens > p->max_tokens) return TQ_ERR_INVALID_ARGUMENT;
   return TQ_OK;
 }
 
@@ -474,9 +473,9 @@ static tq_status lane_reserve(tq_cache *c, const tq_layer *L, tq_lane *ln, uint3
   return TQ_OK;
 }
 
-/* Largest vector norm the cache accepts: centering can at most double a
- * norm, and the codes keep norms in fp16 (65504). */
-#define TQ_CACHE_MAX_NORM 32752.0
+/* TQ_CACHE_MAX_NORM: centering can at most double a norm, a decoded vector
+ * can be up to about 1.5 times longer than its input, and the codes keep
+ * norms in fp16 (65504), so 16000 leaves room for both. */
 
 tq_status tq_cache_append(tq_cache *cache, uint32_t layer, const float *k, const float *v,
                           uint32_t n) {

@@ -197,6 +197,13 @@ static float load_norm(const uint8_t *rec, tq_norm_format fmt) {
   return n;
 }
 
+/* ||c[idx]|| for one vector's indices. */
+static double codeword_norm(const tq_codec *c, const uint8_t *idx) {
+  double s = 0.0;
+  for (uint32_t j = 0; j < c->params.dim; j++) s += (double)c->centroids[idx[j]] * c->centroids[idx[j]];
+  return sqrt(s);
+}
+
 /* Encodes one vector x (dim floats) into one record. */
 static tq_status encode_one(const tq_codec *c, const float *x, uint8_t *rec) {
   uint32_t d = c->params.dim;
@@ -222,7 +229,10 @@ static tq_status encode_one(const tq_codec *c, const float *x, uint8_t *rec) {
   if (src == tmp) n *= 0x1p-64;
   rotate(c, u, u, tmp);
   c->k->quantize(c->bounds, c->params.bits, u, idx, d);
+  /* The decoded vector is n * P^T c[idx], whose length n * ||c[idx]|| can
+   * exceed n (up to about 1.5x for tiny dims); it must stay in range. */
   store_norm(rec, c->params.norm_format, (float)n);
+  if ((double)load_norm(rec, c->params.norm_format) * codeword_norm(c, idx) > limit) return TQ_ERR_RANGE;
   tq_pack_unchecked(idx, d, c->params.bits, rec + c->norm_bytes);
   return TQ_OK;
 }
@@ -235,6 +245,8 @@ static tq_status decode_one(const tq_codec *c, const uint8_t *rec, float *x) {
   float n = load_norm(rec, c->params.norm_format);
   if (n < 0.0f) return TQ_ERR_CORRUPT;
   tq_unpack_unchecked(rec + c->norm_bytes, d, c->params.bits, idx);
+  /* A valid record decodes within float range (the encoder checks it). */
+  if ((double)n * codeword_norm(c, idx) > (double)FLT_MAX) return TQ_ERR_CORRUPT;
   c->k->dequantize(c->centroids, idx, y, d);
   unrotate(c, y, n, x, NULL);
   return TQ_OK;
@@ -313,6 +325,11 @@ static tq_status decode_16(const tq_codec *codec, const void *records, size_t re
   for (size_t i = 0; i < n; i++) {
     st = decode_one(codec, in + i * codec->record_bytes, v);
     if (st != TQ_OK) return st;
+    /* Values past the 16-bit format's largest finite value would become
+     * infinity (only possible with TQ_NORM_F32 records). */
+    float top = bf16 ? 0x1.fep127f : TQ_F16_MAX;
+    for (uint32_t j = 0; j < d; j++)
+      if (fabsf(v[j]) > top) return TQ_ERR_RANGE;
     if (bf16) codec->k->f32_to_bf16(v, x + i * d, d);
     else codec->k->f32_to_f16(v, x + i * d, d);
   }
