@@ -39,13 +39,23 @@ else
 SIMD_DEFS :=
 endif
 
-LIB_SRC := $(wildcard src/core/*.c) $(wildcard src/codec/*.c) $(wildcard src/cache/*.c) \
-           $(wildcard src/attn/*.c)
+CORE_DIRS := src/core src/codec src/cache src/attn
+LIB_SRC := $(foreach d,$(CORE_DIRS),$(wildcard $(d)/*.c))
 LIB_SRC := $(filter-out %_avx2.c %_avx512.c,$(LIB_SRC))
 ifeq ($(ARCH),x86_64)
-LIB_SRC += $(wildcard src/*/*_avx2.c) $(wildcard src/*/*_avx512.c)
+LIB_SRC += $(foreach d,$(CORE_DIRS),$(wildcard $(d)/*_avx2.c) $(wildcard $(d)/*_avx512.c))
 endif
 LIB_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRC))
+
+# The model engine is a library of its own: it needs PCRE2 (tokenizer
+# pre-splitting), which the core library must not depend on.
+ENGINE_SRC := $(wildcard src/engine/*.c)
+ENGINE_SRC := $(filter-out %_avx2.c %_avx512.c,$(ENGINE_SRC))
+ifeq ($(ARCH),x86_64)
+ENGINE_SRC += $(wildcard src/engine/*_avx2.c) $(wildcard src/engine/*_avx512.c)
+endif
+ENGINE_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(ENGINE_SRC))
+ENGINE_LIBS := -lpcre2-8
 
 TOOL_SRC := $(wildcard tools/tqai/*.c)
 TOOL_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(TOOL_SRC))
@@ -57,13 +67,14 @@ BENCH_SRC := $(wildcard bench/bench_*.c)
 BENCH_BIN := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
 STATIC := $(BUILD)/libtqai.a
+ENGINE := $(BUILD)/libtqai_engine.a
 SHARED := $(BUILD)/libtqai.so.$(VERSION)
 SONAME := libtqai.so.$(VERSION_MAJOR)
 
 .PHONY: all lib tool tests test bench install uninstall clean
 all: lib tool
 
-lib: $(STATIC) $(SHARED)
+lib: $(STATIC) $(SHARED) $(ENGINE)
 tool: $(BUILD)/tqai
 tests: $(TEST_BIN)
 
@@ -87,13 +98,17 @@ $(STATIC): $(LIB_OBJ)
 	@rm -f $@
 	$(AR) rcs $@ $^
 
+$(ENGINE): $(ENGINE_OBJ)
+	@rm -f $@
+	$(AR) rcs $@ $^
+
 $(SHARED): $(LIB_OBJ)
 	$(CC) -shared -Wl,-soname,$(SONAME) $(SANFLAGS) -o $@ $^ $(LDLIBS)
 	ln -sf libtqai.so.$(VERSION) $(BUILD)/$(SONAME)
 	ln -sf $(SONAME) $(BUILD)/libtqai.so
 
-$(BUILD)/tqai: $(TOOL_OBJ) $(STATIC)
-	$(CC) $(CFLAGS_ALL) -o $@ $(TOOL_OBJ) $(STATIC) $(LDLIBS)
+$(BUILD)/tqai: $(TOOL_OBJ) $(ENGINE) $(STATIC)
+	$(CC) $(CFLAGS_ALL) -o $@ $(TOOL_OBJ) $(ENGINE) $(STATIC) $(ENGINE_LIBS) $(LDLIBS)
 
 $(BUILD)/tests/%: tests/%.c tests/test.h $(STATIC)
 	@mkdir -p $(dir $@)
@@ -115,7 +130,8 @@ bench: $(BENCH_BIN)
 
 install: lib tool
 	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(BINDIR)
-	install -m 644 include/tqai.h $(DESTDIR)$(INCLUDEDIR)/
+	install -m 644 include/tqai.h include/tqai_engine.h $(DESTDIR)$(INCLUDEDIR)/
+	install -m 644 $(ENGINE) $(DESTDIR)$(LIBDIR)/
 	install -m 644 $(STATIC) $(DESTDIR)$(LIBDIR)/
 	install -m 755 $(SHARED) $(DESTDIR)$(LIBDIR)/
 	ln -sf libtqai.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
@@ -126,7 +142,8 @@ install: lib tool
 	    tqai.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/tqai.pc
 
 uninstall:
-	rm -f $(DESTDIR)$(INCLUDEDIR)/tqai.h $(DESTDIR)$(LIBDIR)/libtqai.a \
+	rm -f $(DESTDIR)$(INCLUDEDIR)/tqai.h $(DESTDIR)$(INCLUDEDIR)/tqai_engine.h \
+	      $(DESTDIR)$(LIBDIR)/libtqai.a $(DESTDIR)$(LIBDIR)/libtqai_engine.a \
 	      $(DESTDIR)$(LIBDIR)/libtqai.so* $(DESTDIR)$(LIBDIR)/pkgconfig/tqai.pc \
 	      $(DESTDIR)$(BINDIR)/tqai
 

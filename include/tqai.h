@@ -87,7 +87,9 @@ typedef enum tq_status {
   TQ_ERR_IO = -11,                /* a read or write failed */
   TQ_ERR_FORMAT_VERSION = -12,    /* data written by an unknown format version */
   TQ_ERR_MISMATCH = -13,          /* data does not match the object it is used with */
-  TQ_ERR_NO_CONVERGENCE = -14     /* a numerical solver did not reach its tolerance */
+  TQ_ERR_NO_CONVERGENCE = -14,    /* a numerical solver did not reach its tolerance */
+  TQ_ERR_UNSUPPORTED = -15        /* a feature the data needs is not supported
+                                     (architecture, tensor type, tokenizer kind) */
 } tq_status;
 
 /* Returns the enum name of a status ("TQ_ERR_RANGE"); "TQ_UNKNOWN_STATUS" for

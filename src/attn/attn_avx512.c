@@ -64,6 +64,20 @@ static inline float load_norm(const uint8_t *rec) {
   return _cvtsh_ss(h);
 }
 
+/* Prefetches [p, p + bytes) into the cache, one request per 64-byte line:
+ * records and rows a little ahead of their use, so that the loads of a
+ * chunk streaming from memory overlap the arithmetic. */
+static inline void prefetch_range(const void *p, size_t bytes) {
+#ifndef TQ_ATTN_NO_PREFETCH
+  const char *c = (const char *)p;
+  for (size_t i = 0; i < bytes; i += 64) _mm_prefetch(c + i, _MM_HINT_T0);
+  if (bytes) _mm_prefetch(c + bytes - 1, _MM_HINT_T0);
+#else
+  (void)p;
+  (void)bytes;
+#endif
+}
+
 /* The fp16 norms of records 0 .. nt-1 (stride apart) as floats; lanes from
  * nt on are 0. offsets: lane i = i * stride, or NULL when 15 * stride does
  * not fit in an int32 (then scalar loads). */
@@ -286,6 +300,7 @@ TQ_INLINE void score_codes_tokens(const float *q, uint32_t d, const uint8_t *rec
   for (uint32_t t0 = 0; t0 < n; t0 += 16) {
     const uint32_t nt = min_u32(16, n - t0);
     const uint8_t *r0 = rec + (size_t)t0 * stride;
+    if (t0 + 32 < n) prefetch_range(r0 + 32 * stride, (size_t)min_u32(16, n - t0 - 32) * stride);
     __m512 acc[MAXG][4];
 #pragma GCC unroll 8
     for (uint32_t g = 0; g < GH; g++)
@@ -432,12 +447,17 @@ static void avx512_score_codes(const float *q, uint32_t G, uint32_t d, const uin
     else { PASS(1); v0 += 1; }                                      \
   }
 
-/* acc rows (d apart) += the GH heads' weights (rows n apart) times the
- * decoded records, for the W vectors of dimensions from 16 * v0 (the last
- * may be d's partial tail). B: 1..4, or 0 for other widths. */
-TQ_INLINE void accum_codes_pass(const float *w, uint32_t d, const uint8_t *rec, size_t stride,
-                                uint32_t n, const lut *l, const spread16 *sp,
-                                const __m512i *noff, float *acc, uint32_t v0, const uint32_t B, const uint32_t GH,
+/* Tokens per run: their weight * norm products are computed once, then
+ * every pass over the dimensions goes through the run. */
+#define RUN 64
+
+/* acc rows (d apart) += wn (GH rows of RUN) times the nt decoded records
+ * from rec, for the W vectors of dimensions from 16 * v0 (the last may be
+ * d's partial tail: its lanes past d accumulate garbage that is not
+ * stored). B: 1..4, or 0 for other widths. */
+TQ_INLINE void accum_codes_pass(const float (*wn)[RUN], uint32_t d, const uint8_t *rec,
+                                size_t stride, uint32_t nt, const lut *l, const spread16 *sp,
+                                float *acc, uint32_t v0, const uint32_t B, const uint32_t GH,
                                 const uint32_t W) {
   enum { MAXG = 8, MAXW = 16 };
   const uint32_t bits = l->bits;
@@ -456,31 +476,18 @@ TQ_INLINE void accum_codes_pass(const float *w, uint32_t d, const uint8_t *rec, 
       __m512 x = _mm512_maskz_loadu_ps(v + 1 < W ? 0xffff : ml, acc + (size_t)g * d + 16 * (v0 + v));
       a[g][v] = B == 4 ? _mm512_permutexvar_ps(to_internal, x) : x;
     }
-
-  for (uint32_t t0 = 0; t0 < n; t0 += 16) {
-    const uint32_t nt = min_u32(16, n - t0);
-    const uint8_t *r0 = rec + (size_t)t0 * stride;
-    const __m512 norms = load_norms16(r0, stride, nt, noff);
-    float wn[MAXG][16];
-#pragma GCC unroll 8
-    for (uint32_t g = 0; g < GH; g++)
-      _mm512_storeu_ps(wn[g], _mm512_mul_ps(_mm512_maskz_loadu_ps(first_lanes(nt),
-                                                                  w + (size_t)g * n + t0),
-                                            norms));
-    for (uint32_t i = 0; i < nt; i++) {
-      const uint8_t *codes = r0 + (size_t)i * stride + 2;
-      __m512 c[MAXW];
+  for (uint32_t i = 0; i < nt; i++) {
+    const uint8_t *codes = rec + (size_t)i * stride + 2;
+    __m512 c[MAXW];
 #pragma GCC unroll 16
-      for (uint32_t v = 0; v < W; v++) c[v] = lookup(l, codes16(codes, v0 + v, B, bits, sp), B);
+    for (uint32_t v = 0; v < W; v++) c[v] = lookup(l, codes16(codes, v0 + v, B, bits, sp), B);
 #pragma GCC unroll 8
-      for (uint32_t g = 0; g < GH; g++) {
-        const __m512 s = _mm512_set1_ps(wn[g][i]);
+    for (uint32_t g = 0; g < GH; g++) {
+      const __m512 s = _mm512_set1_ps(wn[g][i]);
 #pragma GCC unroll 16
-        for (uint32_t v = 0; v < W; v++) a[g][v] = _mm512_fmadd_ps(s, c[v], a[g][v]);
-      }
+      for (uint32_t v = 0; v < W; v++) a[g][v] = _mm512_fmadd_ps(s, c[v], a[g][v]);
     }
   }
-
 #pragma GCC unroll 8
   for (uint32_t g = 0; g < GH; g++)
 #pragma GCC unroll 16
@@ -495,9 +502,24 @@ TQ_INLINE void accum_codes_group(const float *w, uint32_t d, const uint8_t *rec,
                                  const __m512i *noff, float *acc, const uint32_t B,
                                  const uint32_t GH) {
   const uint32_t nv = (d + 15) / 16;
-#define ACCUM_CODES_PASS(W) accum_codes_pass(w, d, rec, stride, n, l, sp, noff, acc, v0, B, GH, W)
-  FOR_EACH_PASS(GH, nv, v0, ACCUM_CODES_PASS)
+  float wn[8][RUN];
+  for (uint32_t t0 = 0; t0 < n; t0 += RUN) {
+    const uint32_t nt = min_u32(RUN, n - t0);
+    const uint8_t *r0 = rec + (size_t)t0 * stride;
+    if (t0 + RUN < n) prefetch_range(r0 + RUN * stride, (size_t)min_u32(RUN, n - t0 - RUN) * stride);
+    for (uint32_t i = 0; i < nt; i += 16) {
+      const uint32_t m = min_u32(16, nt - i);
+      const __m512 norms = load_norms16(r0 + (size_t)i * stride, stride, m, noff);
+#pragma GCC unroll 8
+      for (uint32_t g = 0; g < GH; g++)
+        _mm512_storeu_ps(wn[g] + i, _mm512_mul_ps(_mm512_maskz_loadu_ps(first_lanes(m),
+                                                                        w + (size_t)g * n + t0 + i),
+                                                  norms));
+    }
+#define ACCUM_CODES_PASS(W) accum_codes_pass(wn, d, r0, stride, nt, l, sp, acc, v0, B, GH, W)
+    FOR_EACH_PASS(GH, nv, v0, ACCUM_CODES_PASS)
 #undef ACCUM_CODES_PASS
+  }
 }
 
 TQ_INLINE void accum_codes_bits(const float *w, uint32_t G, uint32_t d, const uint8_t *rec,
@@ -550,18 +572,22 @@ static inline __m512 load_f16_lanes(const uint16_t *p, __mmask16 m) {
 }
 
 /* Scores of GH heads against n fp16 rows: tiles of T tokens x GH heads of
- * partial sums (T * GH <= 16), folded by hsum16. */
+ * partial sums (T * GH <= 16), folded by hsum16 into one vector whose lanes
+ * g * T .. g * T + T-1 are head g's scores, moved to lane 0 and stored. */
 TQ_INLINE void score_f16_group(const float *q, uint32_t d, const uint16_t *k, size_t stride,
                                uint32_t n, float *scores, const uint32_t GH) {
   enum { MAXG = 8 };
   const uint32_t T = 16 / GH;
   const uint32_t nv = d / 16, tail = d % 16;
   const __mmask16 mt = first_lanes(tail);
+  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   for (uint32_t t0 = 0; t0 < n; t0 += T) {
     const uint32_t nt = min_u32(T, n - t0);
     const uint16_t *row[16];
 #pragma GCC unroll 16
     for (uint32_t i = 0; i < T; i++) row[i] = k + (size_t)(t0 + (i < nt ? i : 0)) * stride;
+    for (uint32_t i = t0 + 2 * T; i < min_u32(t0 + 3 * T, n); i++)
+      prefetch_range(k + (size_t)i * stride, (size_t)d * 2);
     __m512 acc[16];
 #pragma GCC unroll 16
     for (uint32_t i = 0; i < 16; i++) acc[i] = _mm512_setzero_ps();
@@ -574,7 +600,7 @@ TQ_INLINE void score_f16_group(const float *q, uint32_t d, const uint16_t *k, si
         const __m512 kv = load_f16x16(row[i] + 16 * v);
 #pragma GCC unroll 8
         for (uint32_t g = 0; g < GH; g++)
-          acc[i * GH + g] = _mm512_fmadd_ps(qv[g], kv, acc[i * GH + g]);
+          acc[g * T + i] = _mm512_fmadd_ps(qv[g], kv, acc[g * T + i]);
       }
     }
     if (tail) {
@@ -587,14 +613,17 @@ TQ_INLINE void score_f16_group(const float *q, uint32_t d, const uint16_t *k, si
         const __m512 kv = load_f16_lanes(row[i] + 16 * nv, mt);
 #pragma GCC unroll 8
         for (uint32_t g = 0; g < GH; g++)
-          acc[i * GH + g] = _mm512_fmadd_ps(qv[g], kv, acc[i * GH + g]);
+          acc[g * T + i] = _mm512_fmadd_ps(qv[g], kv, acc[g * T + i]);
       }
     }
-    float out[16];
-    _mm512_storeu_ps(out, hsum16(acc));
-    for (uint32_t i = 0; i < nt; i++)
+    const __m512 sums = hsum16(acc);
+    const __mmask16 m = first_lanes(nt);
 #pragma GCC unroll 8
-      for (uint32_t g = 0; g < GH; g++) scores[(size_t)g * n + t0 + i] = out[i * GH + g];
+    for (uint32_t g = 0; g < GH; g++) {
+      __m512 x = g ? _mm512_permutexvar_ps(_mm512_add_epi32(lane, _mm512_set1_epi32((int)(g * T))), sums)
+                   : sums;
+      _mm512_mask_storeu_ps(scores + (size_t)g * n + t0, m, x);
+    }
   }
 }
 
@@ -632,6 +661,7 @@ TQ_INLINE void accum_f16_pass(const float *w, uint32_t d, const uint16_t *vrows,
       a[g][v] = _mm512_maskz_loadu_ps(v + 1 < W ? 0xffff : ml, acc + (size_t)g * d + 16 * (v0 + v));
   for (uint32_t t = 0; t < n; t++) {
     const uint16_t *row = vrows + (size_t)t * stride + 16 * v0;
+    if (v0 == 0 && t + 8 < n) prefetch_range(vrows + (size_t)(t + 8) * stride, (size_t)d * 2);
     __m512 x[MAXW];
 #pragma GCC unroll 16
     for (uint32_t v = 0; v + 1 < W; v++) x[v] = load_f16x16(row + 16 * v);

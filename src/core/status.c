@@ -60,6 +60,7 @@ const char *tq_status_name(tq_status status) {
     case TQ_ERR_FORMAT_VERSION: return "TQ_ERR_FORMAT_VERSION";
     case TQ_ERR_MISMATCH: return "TQ_ERR_MISMATCH";
     case TQ_ERR_NO_CONVERGENCE: return "TQ_ERR_NO_CONVERGENCE";
+    case TQ_ERR_UNSUPPORTED: return "TQ_ERR_UNSUPPORTED";
   }
   return "TQ_UNKNOWN_STATUS";
 }
@@ -82,6 +83,7 @@ const char *tq_status_message(tq_status status) {
     case TQ_ERR_FORMAT_VERSION: return "unsupported format version";
     case TQ_ERR_MISMATCH: return "data does not match the object it is used with";
     case TQ_ERR_NO_CONVERGENCE: return "numerical solver did not converge";
+    case TQ_ERR_UNSUPPORTED: return "not supported";
   }
   return "unknown status";
 }
