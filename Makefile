@@ -207,6 +207,20 @@ $(FUZZ_BUILD)/seedgen_%: fuzz/fuzz_%.c $(FUZZ_LIB_OBJ)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -DTQ_FUZZ_SEEDGEN $(SIMD_DEFS) -MMD -MP \
 	  -MF $(FUZZ_BUILD)/obj/fuzz/seedgen_$*.d -o $@ $< $(FUZZ_LIB_OBJ) $(LDLIBS)
 
+# fuzz_gguf: the GGUF reader is engine code, which the generic rules above do
+# not link; the fuzzer and its seed generator take only its object (no PCRE2).
+FUZZ_GGUF_OBJ := $(FUZZ_BUILD)/obj/src/engine/gguf.o
+
+$(FUZZ_BUILD)/fuzz_gguf: fuzz/fuzz_gguf.c $(FUZZ_GGUF_OBJ)
+	@mkdir -p $(FUZZ_BUILD)/obj/fuzz
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -MMD -MP \
+	  -MF $(FUZZ_BUILD)/obj/fuzz/fuzz_gguf.d -o $@ $< $(FUZZ_GGUF_OBJ) $(LDLIBS)
+
+$(FUZZ_BUILD)/seedgen_gguf: fuzz/fuzz_gguf.c $(FUZZ_GGUF_OBJ)
+	@mkdir -p $(FUZZ_BUILD)/obj/fuzz
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -DTQ_FUZZ_SEEDGEN -MMD -MP \
+	  -MF $(FUZZ_BUILD)/obj/fuzz/seedgen_gguf.d -o $@ $< $(FUZZ_GGUF_OBJ) $(LDLIBS)
+
 fuzz-run: $(FUZZ_BIN)
 	@for f in $(FUZZ_BIN); do \
 	  name=$${f##*/fuzz_}; \

@@ -1,6 +1,6 @@
 /*
  * bench_attn_kernels.c - speed of the attention inner loops (attn_kernels.h)
- * at every SIMD level this machine supports, one thread.
+ * at every SIMD level this machine supports.
  *
  * Shape: Llama-3-8B decode, head size 128, G = 4 query heads per KV head.
  *
@@ -12,15 +12,20 @@
  * 2. Streaming (out of cache): attention of the G heads over 32768 tokens
  *    of 8 KV heads (fp16: 128 MiB of keys and values; K4/V2: 25 MiB), by
  *    chunks of 256: scores, exp_sum on each head's scores, accumulation.
- *    Each pass touches new memory, as a decode step does.
+ *    Each pass touches new memory, as a decode step does. One thread, then
+ *    (if the machine has more than one CPU) the KV heads spread over up to
+ *    8 threads: fp16 is bound by memory bandwidth, the codes by arithmetic,
+ *    so the ratio depends on the thread count.
  *
  * Usage: bench_attn_kernels [--quick]
  */
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "attn/attn_kernels.h"
 #include "tqai.h"
@@ -211,32 +216,69 @@ static void bench_chunks(void) {
 #define KV_HEADS 8
 #define CONTEXT 32768
 
-/* One decode step's attention over the whole context for all KV heads:
- * chunks of 256, scores, exp_sum per head row (against a fixed maximum; a
- * real softmax rescales, which costs the same), accumulation. */
-static void attend(const tq_attn_kernels *k, int f16, const uint8_t *krec, const uint8_t *vrec,
-                   uint32_t kb, uint32_t vb, const uint16_t *kf, const uint16_t *vf,
-                   const float *q, const float *ck, const float *cv, float *scores, float *acc) {
-  size_t ks = record_size(kb), vs = record_size(vb);
-  for (uint32_t h = 0; h < KV_HEADS; h++) {
+/* One decode step's attention over the whole context for the KV heads
+ * h = first, first + step, ...: chunks of 256, scores, exp_sum per head row
+ * (against a fixed maximum; a real softmax rescales, which costs the same),
+ * accumulation. */
+typedef struct {
+  const tq_attn_kernels *k;
+  int f16;
+  const uint8_t *krec, *vrec;
+  uint32_t kb, vb;
+  const uint16_t *kf, *vf;
+  const float *q, *ck, *cv;
+  uint32_t first, step;
+} stream_job;
+
+static void *attend(void *arg) {
+  const stream_job *j = arg;
+  const tq_attn_kernels *k = j->k;
+  float scores[G * CHUNK], acc[G * D];
+  memset(acc, 0, sizeof acc);
+  size_t ks = record_size(j->kb), vs = record_size(j->vb);
+  for (uint32_t h = j->first; h < KV_HEADS; h += j->step) {
     for (uint32_t t0 = 0; t0 < CONTEXT; t0 += CHUNK) {
       size_t tok = (size_t)h * CONTEXT + t0;
-      if (f16) k->score_f16(q, G, D, kf + tok * D, D, CHUNK, scores);
-      else k->score_codes(q, G, D, krec + tok * ks, ks, CHUNK, kb, ck, scores);
+      if (j->f16) k->score_f16(j->q, G, D, j->kf + tok * D, D, CHUNK, scores);
+      else k->score_codes(j->q, G, D, j->krec + tok * ks, ks, CHUNK, j->kb, j->ck, scores);
       for (uint32_t g = 0; g < G; g++) k->exp_sum(scores + g * CHUNK, CHUNK, 50.0f);
-      if (f16) k->accum_f16(scores, G, D, vf + tok * D, D, CHUNK, acc);
-      else k->accum_codes(scores, G, D, vrec + tok * vs, vs, CHUNK, vb, cv, acc);
+      if (j->f16) k->accum_f16(scores, G, D, j->vf + tok * D, D, CHUNK, acc);
+      else k->accum_codes(scores, G, D, j->vrec + tok * vs, vs, CHUNK, j->vb, j->cv, acc);
     }
   }
+  return NULL;
+}
+
+/* Seconds for one decode step over all KV heads with `threads` threads. */
+static double time_step(stream_job job, uint32_t threads) {
+  pthread_t tid[KV_HEADS];
+  stream_job jobs[KV_HEADS];
+  double t0 = now_seconds();
+  for (uint32_t i = 0; i < threads; i++) {
+    jobs[i] = job;
+    jobs[i].first = i;
+    jobs[i].step = threads;
+    if (i + 1 < threads) {
+      if (pthread_create(&tid[i], NULL, attend, &jobs[i]) != 0) {
+        fprintf(stderr, "pthread_create failed\n");
+        exit(2);
+      }
+    }
+  }
+  attend(&jobs[threads - 1]);
+  for (uint32_t i = 0; i + 1 < threads; i++) pthread_join(tid[i], NULL);
+  return now_seconds() - t0;
 }
 
 static void bench_stream(void) {
   const size_t tokens = (size_t)KV_HEADS * CONTEXT;
+  long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+  uint32_t many = cpus > KV_HEADS ? KV_HEADS : cpus < 1 ? 1 : (uint32_t)cpus;
   printf("Streaming: one decode step over %d tokens x %d KV heads, G=%d, d=%d, chunks of %d; "
          "median ms (ns per token per KV head)\n",
          CONTEXT, KV_HEADS, G, D, CHUNK);
   uint16_t *kf = make_f16(tokens * D), *vf = make_f16(tokens * D);
-  float q[G * D], scores[G * CHUNK], acc[G * D], ck[16], cv[16];
+  float q[G * D], ck[16], cv[16];
   for (int i = 0; i < G * D; i++) q[i] = gauss() * 0.1f;
   for (int e = 0; e < 16; e++) ck[e] = cv[e] = gauss() * 0.09f;
   static const uint32_t stream_bits[][2] = {{4, 2}, {3, 2}, {4, 4}};
@@ -248,30 +290,40 @@ static void bench_stream(void) {
   int reps = quick ? 3 : 7;
   for (size_t li = 1; li < COUNT(levels); li++) {
     if (!tq_simd_supported(levels[li])) continue;
-    const tq_attn_kernels *k = tq_attn_kernels_get(levels[li]);
-    double t[16], f16_ms = 0;
-    for (int b = -1; b < 3; b++) {
-      for (int r = 0; r < reps; r++) {
-        memset(acc, 0, sizeof acc);
-        double t0 = now_seconds();
-        if (b < 0) attend(k, 1, NULL, NULL, 0, 0, kf, vf, q, ck, cv, scores, acc);
-        else
-          attend(k, 0, krec[b], vrec[b], stream_bits[b][0], stream_bits[b][1], NULL, NULL, q,
-                 ck, cv, scores, acc);
-        t[r] = now_seconds() - t0;
-      }
-      double ms = median(t, (size_t)reps) * 1e3;
-      if (b < 0) {
-        f16_ms = ms;
-        printf("%-7s f16     %8.2f ms (%6.2f ns/token)\n", tq_simd_name(levels[li]), ms,
-               ms * 1e6 / (double)tokens);
-      } else {
-        printf("%-7s K%u/V%u   %8.2f ms (%6.2f ns/token)  %.2fx faster than f16\n",
-               tq_simd_name(levels[li]), stream_bits[b][0], stream_bits[b][1], ms,
-               ms * 1e6 / (double)tokens, f16_ms / ms);
+    for (uint32_t threads = 1; threads <= many; threads = threads == 1 && many > 1 ? many : many + 1) {
+      stream_job job = {0};
+      job.k = tq_attn_kernels_get(levels[li]);
+      job.q = q;
+      job.ck = ck;
+      job.cv = cv;
+      job.kf = kf;
+      job.vf = vf;
+      double t[16], f16_ms = 0;
+      for (int b = -1; b < 3; b++) {
+        job.f16 = b < 0;
+        if (b >= 0) {
+          job.krec = krec[b];
+          job.vrec = vrec[b];
+          job.kb = stream_bits[b][0];
+          job.vb = stream_bits[b][1];
+        }
+        for (int r = 0; r < reps; r++) t[r] = time_step(job, threads);
+        double ms = median(t, (size_t)reps) * 1e3;
+        char name[16];
+        if (b < 0) snprintf(name, sizeof name, "f16");
+        else snprintf(name, sizeof name, "K%u/V%u", stream_bits[b][0], stream_bits[b][1]);
+        printf("%-7s %u thr %-6s %8.2f ms (%6.2f ns/token)", tq_simd_name(levels[li]), threads,
+               name, ms, ms * 1e6 / (double)tokens * threads);
+        if (b < 0) {
+          f16_ms = ms;
+          printf("\n");
+        } else {
+          printf("  %.2fx faster than f16\n", f16_ms / ms);
+        }
       }
     }
   }
+  printf("(ns/token: per token per KV head per thread)\n");
   for (int b = 0; b < 3; b++) {
     free(krec[b]);
     free(vrec[b]);

@@ -250,6 +250,141 @@ TQ_API tq_status tq_detok_push(const tq_tokenizer *t, tq_detok *d, int32_t id, c
 TQ_API tq_status tq_detok_flush(const tq_tokenizer *t, tq_detok *d, char *out, size_t cap,
                                 size_t *n_out);
 
+/* ------------------------------------------------------------------------ */
+/* Models                                                                    */
+/* ------------------------------------------------------------------------ */
+
+typedef enum tq_arch {
+  TQ_ARCH_LLAMA = 0, /* Llama 2 and 3, Mistral, SmolLM: GGUF "llama" */
+  TQ_ARCH_QWEN2 = 1, /* biases on Q, K, V */
+  TQ_ARCH_QWEN3 = 2  /* per-head RMS norm on Q and K */
+} tq_arch;
+
+typedef struct tq_model_info {
+  tq_arch arch;
+  uint32_t n_layers;
+  uint32_t n_embd;
+  uint32_t n_heads;
+  uint32_t n_kv_heads;
+  uint32_t head_dim;
+  uint32_t n_ff;
+  uint32_t n_vocab;
+  uint32_t n_ctx_train;
+  uint32_t n_rot;          /* rotary dimensions per head */
+  float rope_base;
+  float rms_eps;
+  int rope_neox;           /* 1: pairs (i, i + n_rot/2); 0: pairs (2i, 2i+1) */
+  int has_rope_factors;    /* Llama 3 frequency factors (rope_freqs.weight) */
+  int tied_embeddings;     /* output projection is token_embd.weight */
+  tq_tensor_type weight_type; /* type of most weight matrices */
+  uint64_t n_params;
+} tq_model_info;
+
+typedef struct tq_model tq_model;
+
+/* Opens a GGUF model file, checks that every tensor the architecture needs is
+ * present with the right shape and a supported type, and builds its
+ * tokenizer. The weights stay memory-mapped. *out receives the model, owned
+ * by the caller; it is immutable and may be shared by sessions on several
+ * threads. Returns TQ_OK, TQ_ERR_INVALID_ARGUMENT, TQ_ERR_IO,
+ * TQ_ERR_FORMAT_VERSION, TQ_ERR_CORRUPT, TQ_ERR_UNSUPPORTED or
+ * TQ_ERR_OUT_OF_MEMORY; tq_engine_last_error() says what and where. */
+TQ_API tq_status tq_model_load(const char *path, tq_model **out);
+TQ_API void tq_model_free(tq_model *m);
+
+/* The last model-loading or evaluation error on this thread, in words
+ * ("" if none); a thread-local string owned by the library. */
+TQ_API const char *tq_engine_last_error(void);
+
+TQ_API const tq_model_info *tq_model_get_info(const tq_model *m);
+TQ_API const tq_tokenizer *tq_model_tokenizer(const tq_model *m);
+TQ_API const tq_gguf *tq_model_gguf(const tq_model *m);
+/* "llama", "qwen2", "qwen3". */
+TQ_API const char *tq_arch_name(tq_arch arch);
+
+/* A session: one model, one KV cache, scratch memory, a position. */
+typedef struct tq_session tq_session;
+
+/* Creates a session with room for n_ctx tokens. cache: the cache's options
+ * (mode, bits, sinks, window, centering, ...), or NULL for the default
+ * K4/V2 TurboQuant cache; its shape fields (n_layers, n_kv_heads, head_dim,
+ * max_tokens) are taken from the model and n_ctx. pool: threads to use (may
+ * be NULL; it must outlive the session and serve one session call at a
+ * time). Returns TQ_OK, TQ_ERR_INVALID_ARGUMENT, the cache's creation
+ * statuses or TQ_ERR_OUT_OF_MEMORY. */
+TQ_API tq_status tq_session_create(const tq_model *m, const tq_cache_params *cache, uint32_t n_ctx,
+                                   tq_pool *pool, tq_session **out);
+TQ_API void tq_session_free(tq_session *s);
+
+/* Runs n tokens at the session's current position and advances it. logits:
+ * NULL, or (n, n_vocab) floats when all_logits is 1, or (n_vocab,) for the
+ * last token when all_logits is 0. Returns TQ_OK, TQ_ERR_INVALID_ARGUMENT
+ * (a token id out of range), TQ_ERR_RANGE (the context would overflow
+ * n_ctx), TQ_ERR_OUT_OF_MEMORY or the cache's statuses; on an error the
+ * position is unchanged. */
+TQ_API tq_status tq_session_eval(tq_session *s, const int32_t *tokens, uint32_t n, float *logits,
+                                 int all_logits);
+TQ_API uint32_t tq_session_position(const tq_session *s);
+/* Forgets every token at positions >= n (to regenerate from there). */
+TQ_API tq_status tq_session_truncate(tq_session *s, uint32_t n);
+TQ_API const tq_cache *tq_session_cache(const tq_session *s);
+
+/* ------------------------------------------------------------------------ */
+/* Sampling                                                                  */
+/* ------------------------------------------------------------------------ */
+
+typedef struct tq_sampler_params {
+  float temperature;      /* <= 0: greedy (argmax) */
+  uint32_t top_k;         /* 0: off */
+  float top_p;            /* 1: off */
+  float min_p;            /* 0: off */
+  float repeat_penalty;   /* 1: off; divides positive logits, multiplies negative */
+  uint32_t repeat_last_n; /* how many recent tokens the penalty looks at */
+  uint64_t seed;
+} tq_sampler_params;
+
+/* Greedy decoding with no penalty; seed 0. */
+TQ_API tq_sampler_params tq_sampler_params_greedy(void);
+/* temperature 0.8, top_k 40, top_p 0.95, min_p 0.05, repeat_penalty 1.1
+ * over the last 64 tokens, seed 0. */
+TQ_API tq_sampler_params tq_sampler_params_default(void);
+
+typedef struct tq_sampler tq_sampler;
+TQ_API tq_status tq_sampler_create(const tq_sampler_params *p, uint32_t n_vocab, tq_sampler **out);
+TQ_API void tq_sampler_free(tq_sampler *s);
+/* Picks a token from logits (n_vocab floats, not modified) and records it in
+ * the penalty history. Returns TQ_OK or TQ_ERR_INVALID_ARGUMENT. */
+TQ_API tq_status tq_sampler_sample(tq_sampler *s, const float *logits, int32_t *out);
+/* Records a token (e.g. of the prompt) in the penalty history. */
+TQ_API void tq_sampler_accept(tq_sampler *s, int32_t id);
+
+/* ------------------------------------------------------------------------ */
+/* Chat templates                                                            */
+/* ------------------------------------------------------------------------ */
+
+typedef enum tq_chat_template {
+  TQ_CHAT_NONE = 0,   /* raw completion */
+  TQ_CHAT_CHATML = 1, /* <|im_start|>role ... <|im_end|> (Qwen, SmolLM) */
+  TQ_CHAT_LLAMA3 = 2, /* <|start_header_id|>role<|end_header_id|> ... <|eot_id|> */
+  TQ_CHAT_MISTRAL = 3 /* [INST] ... [/INST] (Mistral, Llama 2) */
+} tq_chat_template;
+
+typedef struct tq_chat_message {
+  const char *role;    /* "system", "user" or "assistant" */
+  const char *content;
+} tq_chat_message;
+
+/* The template the model's tokenizer.chat_template metadata describes
+ * (recognized by its markers), or TQ_CHAT_NONE. */
+TQ_API tq_chat_template tq_chat_template_detect(const tq_gguf *g);
+/* "none", "chatml", "llama3", "mistral". */
+TQ_API const char *tq_chat_template_name(tq_chat_template t);
+/* Renders messages (and, if add_assistant, the opening of the assistant's
+ * turn) into out (capacity cap, NUL-terminated); *n_out receives the length
+ * needed. Returns TQ_OK, TQ_ERR_INVALID_ARGUMENT or TQ_ERR_BUFFER_TOO_SMALL. */
+TQ_API tq_status tq_chat_format(tq_chat_template t, const tq_chat_message *msgs, size_t n_msgs,
+                                int add_assistant, char *out, size_t cap, size_t *n_out);
+
 #ifdef __cplusplus
 }
 #endif

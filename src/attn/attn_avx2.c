@@ -7,29 +7,32 @@
  * with -ffp-contract=off like the rest of the library).
  *
  * The G query heads that share a KV head are taken in groups of 8, 4, 3, 2
- * or 1 heads, each group size a compile-time instance, so that a token's
- * codes (or fp16 row) are read and decoded once per group. Dimensions are
- * in lanes throughout (sixteen registers leave no room for the transposed
- * layout of the AVX-512 score kernel):
+ * or 1 heads (at most 4 where noted), each group size a compile-time
+ * instance, so that a token's codes (or fp16 row) are read and decoded
+ * once per group. Dimensions are in lanes throughout (sixteen registers
+ * leave no room for the transposed layout of the AVX-512 score kernel):
  *
- * - score_codes and score_f16: a tile of tokens x heads (at most 8) of
+ * - score_codes and score_f16: a tile of 8 / GH tokens x GH heads of
  *   partial-sum vectors, folded by a transpose-and-add tree into one vector.
  * - accum_codes and accum_f16: the head group's accumulators for a slice of
- *   the dimensions (at most 8 to 12 vectors) stay in registers across a run
- *   of tokens; each token's slice is decoded (or converted) once and
+ *   the dimensions (8 to 12 vectors) stay in registers across a run of
+ *   tokens; each token's slice is decoded (or converted) once and
  *   multiplied by the broadcast weight (times the norm).
- * - Eight codes are one 32-bit load (bits <= 4) broadcast to all lanes and
- *   shifted by a different amount per lane (vpsrlvd); wider codes go through
- *   a byte shuffle first. Lookups: bits <= 3 one vpermps on an 8-entry table
+ * - Codes: eight codes are one 32-bit broadcast load (bits <= 4) shifted by
+ *   a different amount per lane (vpsrlvd); wider codes go through a byte
+ *   shuffle first. Lookups: bits <= 3 one vpermps on an 8-entry table
  *   (entry e = centroid[e mod 2^bits]); 4 bits two vpermps and a blend on
- *   bit 3; wider codes a gather.
+ *   bit 3, except in score_codes (d <= 512), which splits 32 codes into
+ *   nibbles and looks up each byte of the floats with vpshufb (groups of at
+ *   most 4 heads, queries permuted to match); wider codes a gather.
  * - exp_sum: Cephes' expf polynomial on the reduced argument, 2^k built in
  *   the exponent field (in two steps for results in the subnormal range).
  *
- * Record loads may run past a record's codes into the next record or the
- * TQ_ATTN_PAD bytes after the last one, never beyond 16 bytes past a byte
- * inside the record. fp16 rows, weights, queries and outputs are accessed
- * exactly.
+ * Memory: record loads may run past a record's codes into the next record
+ * or the TQ_ATTN_PAD bytes after the last one, never beyond 16 bytes past a
+ * byte inside the record. fp16 rows, weights, queries and outputs are
+ * accessed exactly. Records and rows are prefetched a little ahead of use
+ * (define TQ_ATTN_NO_PREFETCH to leave that out).
  */
 #include <immintrin.h>
 #include <string.h>
@@ -53,6 +56,20 @@ static inline float load_norm(const uint8_t *rec) {
   return _cvtsh_ss(h);
 }
 
+/* Prefetches [p, p + bytes) into the cache, one request per 64-byte line:
+ * records and rows a little ahead of their use, so that the loads of a
+ * chunk streaming from memory overlap the arithmetic. */
+static inline void prefetch_range(const void *p, size_t bytes) {
+#ifndef TQ_ATTN_NO_PREFETCH
+  const char *c = (const char *)p;
+  for (size_t i = 0; i < bytes; i += 64) _mm_prefetch(c + i, _MM_HINT_T0);
+  if (bytes) _mm_prefetch(c + bytes - 1, _MM_HINT_T0);
+#else
+  (void)p;
+  (void)bytes;
+#endif
+}
+
 /* Lanes i < n all ones (as a vpmaskmov / blend mask), n <= 8. */
 static inline __m256i first_lanes(uint32_t n) {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
@@ -71,6 +88,7 @@ typedef struct {
   const float *c;
   __m256 t0, t1;
   __m256i shuffle, shift;
+  __m256i plane[4]; /* 4 bits: byte k of centroid e at byte e of plane[k] */
 } lut;
 
 static void lut_init(lut *l, const float *c, uint32_t bits) {
@@ -97,6 +115,39 @@ static void lut_init(lut *l, const float *c, uint32_t bits) {
   }
   l->shuffle = _mm256_loadu_si256((const __m256i *)ctl);
   l->shift = _mm256_loadu_si256((const __m256i *)sh);
+  uint8_t planes[4][16];
+  for (uint32_t e = 0; e < 16; e++) {
+    uint8_t b[4];
+    memcpy(b, &tab[e], 4);
+    for (uint32_t k = 0; k < 4; k++) planes[k][e] = b[k];
+  }
+  for (uint32_t k = 0; k < 4; k++)
+    l->plane[k] = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)planes[k]));
+}
+
+/* 4-bit codes by byte shuffles: the codes as one byte each (low nibbles in
+ * the low 128-bit lane, high nibbles in the high one), one vpshufb per byte
+ * of the float from the byte planes of the codebook, and the bytes
+ * interleaved back into floats. The result for 8 consecutive dimensions
+ * 8m .. 8m+7 holds, in lanes 0..7, dimensions 8m + (0, 2, 4, 6, 1, 3, 5, 7)
+ * (PERM8 below). */
+#define PERM8(i) ((i) < 4 ? 2 * (i) : 2 * (i) - 7)
+
+/* Dimensions 0..31 of the 16 bytes at p into f[0..3] (f[m]: 8m..8m+7). */
+TQ_INLINE void nibbles32(const uint8_t *p, const lut *l, __m256 *f) {
+  const __m256i x = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)p));
+  const __m256i idx = _mm256_and_si256(
+      _mm256_srlv_epi32(x, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4)), _mm256_set1_epi8(0x0f));
+  const __m256i b0 = _mm256_shuffle_epi8(l->plane[0], idx);
+  const __m256i b1 = _mm256_shuffle_epi8(l->plane[1], idx);
+  const __m256i b2 = _mm256_shuffle_epi8(l->plane[2], idx);
+  const __m256i b3 = _mm256_shuffle_epi8(l->plane[3], idx);
+  const __m256i lo01 = _mm256_unpacklo_epi8(b0, b1), hi01 = _mm256_unpackhi_epi8(b0, b1);
+  const __m256i lo23 = _mm256_unpacklo_epi8(b2, b3), hi23 = _mm256_unpackhi_epi8(b2, b3);
+  f[0] = _mm256_castsi256_ps(_mm256_unpacklo_epi16(lo01, lo23));
+  f[1] = _mm256_castsi256_ps(_mm256_unpackhi_epi16(lo01, lo23));
+  f[2] = _mm256_castsi256_ps(_mm256_unpacklo_epi16(hi01, hi23));
+  f[3] = _mm256_castsi256_ps(_mm256_unpackhi_epi16(hi01, hi23));
 }
 
 /* Codes 8v .. 8v+7 of a record (codes: the byte after the norm), code l in
@@ -105,9 +156,8 @@ TQ_INLINE __m256i codes8(const uint8_t *codes, uint32_t v, const uint32_t B, con
   const uint32_t bits = B ? B : l->bits;
   const uint8_t *p = codes + (size_t)v * bits;
   if (bits <= 4) {
-    int32_t word;
-    memcpy(&word, p, 4);
-    __m256i x = _mm256_set1_epi32(word);
+    /* One broadcast load (vbroadcastss does not care what the bits mean). */
+    __m256i x = _mm256_castps_si256(_mm256_broadcast_ss((const float *)(const void *)p));
     if (B == 2) return _mm256_srlv_epi32(x, _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14));
     if (B == 4) return _mm256_srlv_epi32(x, _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28));
     return _mm256_srlv_epi32(x, l->shift);
@@ -161,8 +211,8 @@ TQ_INLINE __m256 hsum8(const __m256 *v) {
 /* ------------------------------------------------------------------------ */
 
 /* Scores of the GH heads of q (rows d apart) against n records; tiles of
- * T = 8 / GH tokens. qtail: the GH heads' last d % 8 elements, zero-padded
- * to 8. */
+ * T = 8 / GH tokens, item g * T + i of the tile's partial sums for head g
+ * and token i. qtail: the GH heads' last d % 8 elements, zero-padded to 8. */
 TQ_INLINE void score_codes_group(const float *q, const float *qtail, uint32_t d,
                                  const uint8_t *rec, size_t stride, uint32_t n, const lut *l,
                                  float *scores, const uint32_t B, const uint32_t GH) {
@@ -170,33 +220,111 @@ TQ_INLINE void score_codes_group(const float *q, const float *qtail, uint32_t d,
   const uint32_t nv = d / 8;
   for (uint32_t t0 = 0; t0 < n; t0 += T) {
     const uint32_t nt = min_u32(T, n - t0);
+    const uint8_t *codes[8];
+#pragma GCC unroll 8
+    for (uint32_t i = 0; i < T; i++) codes[i] = rec + (size_t)(t0 + (i < nt ? i : 0)) * stride + 2;
+    if (t0 + 4 * T < n) prefetch_range(rec + (size_t)(t0 + 4 * T) * stride, (size_t)T * stride);
     __m256 acc[8];
 #pragma GCC unroll 8
     for (uint32_t i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();
+    for (uint32_t v = 0; v < nv; v++) {
 #pragma GCC unroll 8
-    for (uint32_t i = 0; i < T; i++) {
-      const uint8_t *codes = rec + (size_t)(t0 + (i < nt ? i : 0)) * stride + 2;
-      for (uint32_t v = 0; v < nv; v++) {
-        const __m256 c = lookup(l, codes8(codes, v, B, l), B);
-#pragma GCC unroll 8
-        for (uint32_t g = 0; g < GH; g++)
-          acc[i * GH + g] =
-              _mm256_fmadd_ps(c, _mm256_loadu_ps(q + (size_t)g * d + 8 * v), acc[i * GH + g]);
-      }
-      if (d % 8) {
-        const __m256 c = lookup(l, codes8(codes, nv, B, l), B);
+      for (uint32_t i = 0; i < T; i++) {
+        const __m256 c = lookup(l, codes8(codes[i], v, B, l), B);
 #pragma GCC unroll 8
         for (uint32_t g = 0; g < GH; g++)
-          acc[i * GH + g] = _mm256_fmadd_ps(c, _mm256_loadu_ps(qtail + 8 * g), acc[i * GH + g]);
+          acc[g * T + i] =
+              _mm256_fmadd_ps(c, _mm256_loadu_ps(q + (size_t)g * d + 8 * v), acc[g * T + i]);
       }
     }
+    if (d % 8) {
+#pragma GCC unroll 8
+      for (uint32_t i = 0; i < T; i++) {
+        const __m256 c = lookup(l, codes8(codes[i], nv, B, l), B);
+#pragma GCC unroll 8
+        for (uint32_t g = 0; g < GH; g++)
+          acc[g * T + i] = _mm256_fmadd_ps(c, _mm256_loadu_ps(qtail + 8 * g), acc[g * T + i]);
+      }
+    }
+    /* A copy: passing acc itself makes GCC store it on every iteration. */
+    __m256 items[8];
+#pragma GCC unroll 8
+    for (uint32_t i = 0; i < 8; i++) items[i] = acc[i];
     float out[8];
-    _mm256_storeu_ps(out, hsum8(acc));
+    _mm256_storeu_ps(out, hsum8(items));
     for (uint32_t i = 0; i < nt; i++) {
-      const float norm = load_norm(rec + (size_t)(t0 + i) * stride);
+      const float norm = load_norm(codes[i] - 2);
 #pragma GCC unroll 8
-      for (uint32_t g = 0; g < GH; g++) scores[(size_t)g * n + t0 + i] = out[i * GH + g] * norm;
+      for (uint32_t g = 0; g < GH; g++) scores[(size_t)g * n + t0 + i] = out[g * T + i] * norm;
     }
+  }
+}
+
+/* score_codes_group for 4 bits through nibbles32: qp holds the GH heads'
+ * queries in PERM8 order, rows of dp (d rounded up to 32, zero-padded). */
+TQ_INLINE void score_codes4_group(const float *qp, uint32_t dp, const uint8_t *rec, size_t stride,
+                                  uint32_t n, const lut *l, float *scores, const uint32_t GH) {
+  const uint32_t T = 8 / GH;
+  const uint32_t nb = dp / 32;
+  for (uint32_t t0 = 0; t0 < n; t0 += T) {
+    const uint32_t nt = min_u32(T, n - t0);
+    const uint8_t *codes[8];
+#pragma GCC unroll 8
+    for (uint32_t i = 0; i < T; i++) codes[i] = rec + (size_t)(t0 + (i < nt ? i : 0)) * stride + 2;
+    if (t0 + 4 * T < n) prefetch_range(rec + (size_t)(t0 + 4 * T) * stride, (size_t)T * stride);
+    __m256 acc[8];
+#pragma GCC unroll 8
+    for (uint32_t i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();
+    for (uint32_t b = 0; b < nb; b++) {
+#pragma GCC unroll 8
+      for (uint32_t i = 0; i < T; i++) {
+        __m256 f[4];
+        nibbles32(codes[i] + 16 * (size_t)b, l, f);
+#pragma GCC unroll 4
+        for (uint32_t m = 0; m < 4; m++)
+#pragma GCC unroll 8
+          for (uint32_t g = 0; g < GH; g++)
+            acc[g * T + i] = _mm256_fmadd_ps(
+                f[m], _mm256_loadu_ps(qp + (size_t)g * dp + 32 * b + 8 * m), acc[g * T + i]);
+      }
+    }
+    __m256 items[8];
+#pragma GCC unroll 8
+    for (uint32_t i = 0; i < 8; i++) items[i] = acc[i];
+    float out[8];
+    _mm256_storeu_ps(out, hsum8(items));
+    for (uint32_t i = 0; i < nt; i++) {
+      const float norm = load_norm(codes[i] - 2);
+#pragma GCC unroll 8
+      for (uint32_t g = 0; g < GH; g++) scores[(size_t)g * n + t0 + i] = out[g * T + i] * norm;
+    }
+  }
+}
+
+/* Largest d rounded up to 32 for the 4-bit path's permuted query copy. */
+#define NIBBLE_MAX_DIM 512
+
+/* 4 bits, d <= NIBBLE_MAX_DIM: head groups of at most 4 through
+ * score_codes4_group. */
+static void score_codes4(const float *q, uint32_t G, uint32_t d, const uint8_t *rec,
+                         size_t stride, uint32_t n, const lut *l, float *scores) {
+  float qp[4 * NIBBLE_MAX_DIM];
+  const uint32_t dp = (d + 31) / 32 * 32;
+  for (uint32_t g0 = 0; g0 < G;) {
+    const uint32_t gh = min_u32(head_group(G - g0), 4);
+    for (uint32_t g = 0; g < gh; g++)
+      for (uint32_t j = 0; j < dp; j++) {
+        uint32_t dim = j / 8 * 8 + PERM8(j % 8);
+        qp[g * dp + j] = dim < d ? q[(size_t)(g0 + g) * d + dim] : 0.0f;
+      }
+    float *sg = scores + (size_t)g0 * n;
+    switch (gh) {
+      case 4: score_codes4_group(qp, dp, rec, stride, n, l, sg, 4); break;
+      case 3: score_codes4_group(qp, dp, rec, stride, n, l, sg, 3); break;
+      case 2: score_codes4_group(qp, dp, rec, stride, n, l, sg, 2); break;
+      default: score_codes4_group(qp, dp, rec, stride, n, l, sg, 1); break;
+    }
+    g0 += gh;
   }
 }
 
@@ -233,7 +361,10 @@ static void avx2_score_codes(const float *q, uint32_t G, uint32_t d, const uint8
   switch (bits) {
     case 2: score_codes_bits(q, G, d, rec, stride, n, &l, scores, 2); break;
     case 3: score_codes_bits(q, G, d, rec, stride, n, &l, scores, 3); break;
-    case 4: score_codes_bits(q, G, d, rec, stride, n, &l, scores, 4); break;
+    case 4:
+      if (d <= NIBBLE_MAX_DIM) score_codes4(q, G, d, rec, stride, n, &l, scores);
+      else score_codes_bits(q, G, d, rec, stride, n, &l, scores, 4);
+      break;
     default: score_codes_bits(q, G, d, rec, stride, n, &l, scores, 0); break;
   }
 }
@@ -309,6 +440,7 @@ TQ_INLINE void accum_codes_group(const float *w, uint32_t d, const uint8_t *rec,
   for (uint32_t t0 = 0; t0 < n; t0 += RUN) {
     const uint32_t nt = min_u32(RUN, n - t0);
     const uint8_t *r0 = rec + (size_t)t0 * stride;
+    if (t0 + RUN < n) prefetch_range(r0 + RUN * stride, (size_t)min_u32(RUN, n - t0 - RUN) * stride);
     for (uint32_t i = 0; i < nt; i++) {
       const float norm = load_norm(r0 + (size_t)i * stride);
 #pragma GCC unroll 8
@@ -376,6 +508,8 @@ TQ_INLINE void score_f16_group(const float *q, const float *qtail, uint32_t d, c
     const uint16_t *row[8];
 #pragma GCC unroll 8
     for (uint32_t i = 0; i < T; i++) row[i] = k + (size_t)(t0 + (i < nt ? i : 0)) * stride;
+    for (uint32_t i = t0 + 4 * T; i < min_u32(t0 + 5 * T, n); i++)
+      prefetch_range(k + (size_t)i * stride, (size_t)d * 2);
     __m256 acc[8];
 #pragma GCC unroll 8
     for (uint32_t i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();
@@ -400,8 +534,12 @@ TQ_INLINE void score_f16_group(const float *q, const float *qtail, uint32_t d, c
           acc[i * GH + g] = _mm256_fmadd_ps(_mm256_loadu_ps(qtail + 8 * g), kv, acc[i * GH + g]);
       }
     }
+    /* A copy: passing acc itself makes GCC store it on every iteration. */
+    __m256 items[8];
+#pragma GCC unroll 8
+    for (uint32_t i = 0; i < 8; i++) items[i] = acc[i];
     float out[8];
-    _mm256_storeu_ps(out, hsum8(acc));
+    _mm256_storeu_ps(out, hsum8(items));
     for (uint32_t i = 0; i < nt; i++)
 #pragma GCC unroll 8
       for (uint32_t g = 0; g < GH; g++) scores[(size_t)g * n + t0 + i] = out[i * GH + g];
@@ -448,6 +586,7 @@ TQ_INLINE void accum_f16_pass(const float *w, uint32_t d, const uint16_t *vrows,
     }
   for (uint32_t t = 0; t < n; t++) {
     const uint16_t *row = vrows + (size_t)t * stride + 8 * v0;
+    if (v0 == 0 && t + 8 < n) prefetch_range(vrows + (size_t)(t + 8) * stride, (size_t)d * 2);
     __m256 x[MAXW];
 #pragma GCC unroll 8
     for (uint32_t v = 0; v + 1 < W; v++) x[v] = load_f16x8(row + 8 * v);

@@ -6,9 +6,14 @@
  * use fused multiply-adds (explicit _mm512_fmadd_ps; the file is compiled
  * with -ffp-contract=off like the rest of the library).
  *
- * The G query heads that share a KV head are taken in groups of 8, 4, 3, 2
- * or 1 heads, each group size a compile-time instance, so that a token's
- * codes (or fp16 row) are read and decoded once per group.
+ * The G query heads that share a KV head are taken in groups (8, 4, 3, 2 or
+ * 1 heads; at most 4 where noted), each group size a compile-time instance,
+ * so that a token's codes (or fp16 row) are read and decoded once per
+ * group and reused from registers for every head of it. Every kernel does
+ * G * d multiply-adds per token, as the fp16 ones do; decoding adds about
+ * two instructions per 16 codes (a shift and a vpermps), so the compressed
+ * kernels run about as fast as the fp16 ones on data in cache and win by
+ * reading 3 to 5 times fewer bytes from memory.
  *
  * - score_codes, bits <= 4 ("tokens in lanes"): sixteen tokens at a time.
  *   Each token's codes for a block of 128 dimensions are loaded as sixteen
@@ -19,24 +24,28 @@
  *   centroid[e mod 2^bits], so the bits above the code are don't-cares)
  *   give one dimension's centroids for sixteen tokens, multiplied by that
  *   dimension's query element as a broadcast: no horizontal sums at all.
- * - score_codes, bits >= 5, and score_f16 ("dimensions in lanes"): sixteen
- *   dimensions per vector; a tile of tokens x heads of partial-sum vectors
- *   is folded by a transpose-and-add tree into one vector of sums.
+ * - score_codes, bits >= 5, and score_f16 ("dimensions in lanes", groups of
+ *   at most 4 heads): sixteen dimensions per vector; a tile of 16 / GH
+ *   tokens x GH heads of partial-sum vectors is folded by a
+ *   transpose-and-add tree into one vector of sums.
  * - accum_codes and accum_f16: dimensions in lanes; the head group's
  *   accumulators for a slice of the dimensions (16 vectors, e.g. 4 heads x
- *   64 dimensions) stay in registers across all n tokens, each token's slice
- *   decoded once (broadcast load, variable shift, vpermps) or converted
- *   once (vcvtph2ps) and multiplied by the broadcast weight (times norm).
+ *   64 dimensions) stay in registers across a run of tokens, each token's
+ *   slice decoded once (broadcast load, variable shift, vpermps; for 2 bits
+ *   one shift serves two lookups) or converted once (vcvtph2ps) and
+ *   multiplied by the broadcast weight (times the norm).
  * - exp_sum: Cephes' expf polynomial on the reduced argument, 2^k applied by
  *   vscalefps (exact, also for results in the subnormal range).
  *
  * Codebook lookups: bits <= 4 vpermps, 5 vpermt2ps, 6 two vpermt2ps and a
  * blend, 7 and 8 gathers.
  *
- * Record loads may run past a record's codes into the next record or the
- * TQ_ATTN_PAD bytes after the last one, never beyond 64 bytes past a byte
- * inside the record. fp16 rows, weights, queries and outputs are accessed
- * exactly (masked tails).
+ * Memory: record loads may run past a record's codes into the next record
+ * or the TQ_ATTN_PAD bytes after the last one, never beyond 64 bytes past a
+ * byte inside the record. fp16 rows, weights, queries and outputs are
+ * accessed exactly (masked tails). Records and rows are prefetched a little
+ * ahead of use (define TQ_ATTN_NO_PREFETCH to leave that out); a chunk
+ * streaming from memory then overlaps its loads with the arithmetic.
  */
 #include <immintrin.h>
 #include <string.h>
@@ -102,17 +111,32 @@ static inline const __m512i *norm_offsets(size_t stride, __m512i *v) {
   return v;
 }
 
+/* Broadcasts of 4 and 8 bytes at p to every lane, written so that GCC
+ * emits one broadcast load (no shuffle uop). */
+static inline __m512i broadcast4(const uint8_t *p) {
+  int32_t v;
+  memcpy(&v, p, 4);
+  return _mm512_set1_epi32(v);
+}
+
+static inline __m512i broadcast8(const uint8_t *p) {
+  int64_t v;
+  memcpy(&v, p, 8);
+  return _mm512_set1_epi64(v);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Codebook lookups                                                          */
 /* ------------------------------------------------------------------------ */
 
 /* Register copies of the codebook: bits <= 4: t[0][e] = c[e mod 2^bits];
  * 5 and 6 bits: the 32 or 64 centroids in t[0..3]; 7 and 8 bits: none (the
- * lookups gather from c). */
+ * lookups gather from c). For 2 bits also second[e] = c[(e >> 2) & 3]: a
+ * 4-bit index holds two codes, t[0] looks up the first, second the other. */
 typedef struct {
   uint32_t bits;
   const float *c;
-  __m512 t[4];
+  __m512 t[4], second;
 } lut;
 
 static void lut_init(lut *l, const float *c, uint32_t bits) {
@@ -124,6 +148,9 @@ static void lut_init(lut *l, const float *c, uint32_t bits) {
   l->bits = bits;
   l->c = c;
   for (uint32_t i = 0; i < 4; i++) l->t[i] = _mm512_loadu_ps(tab + 16 * i);
+  if (bits == 2)
+    for (uint32_t e = 0; e < 16; e++) tab[e] = c[(e >> 2) & 3u];
+  l->second = _mm512_loadu_ps(tab);
 }
 
 /* Centroids of the codes in the low bits of the lanes of x (bits above the
@@ -176,18 +203,17 @@ static void spread16_init(spread16 *s, uint32_t bits) {
 TQ_INLINE __m512i codes16(const uint8_t *codes, uint32_t v, const uint32_t B, uint32_t bits,
                           const spread16 *sp) {
   if (B == 1) {
-    __m512i x = _mm512_broadcastd_epi32(_mm_loadu_si32(codes + 2 * (size_t)v));
+    __m512i x = broadcast4(codes + 2 * (size_t)v);
     return _mm512_srlv_epi32(x, _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
                                                   13, 14, 15));
   }
   if (B == 2) {
-    __m512i x = _mm512_broadcastd_epi32(_mm_loadu_si32(codes + 4 * (size_t)v));
+    __m512i x = broadcast4(codes + 4 * (size_t)v);
     return _mm512_srlv_epi32(x, _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22,
                                                   24, 26, 28, 30));
   }
   if (B == 4) {
-    __m512i x =
-        _mm512_broadcastq_epi64(_mm_loadl_epi64((const __m128i *)(codes + 8 * (size_t)v)));
+    __m512i x = broadcast8(codes + 8 * (size_t)v);
     return _mm512_srlv_epi32(x, _mm512_setr_epi32(0, 0, 4, 4, 8, 8, 12, 12, 16, 16, 20, 20,
                                                   24, 24, 28, 28));
   }
@@ -314,9 +340,7 @@ TQ_INLINE void score_codes_tokens(const float *q, uint32_t d, const uint8_t *rec
 #pragma GCC unroll 16
       for (uint32_t i = 0; i < 16; i++)
         x[i] = load_slots(p + (size_t)(i < nt ? i : 0) * stride, bits);
-#ifndef EXP_NO_T
       transpose16(x);
-#endif
       const float *qb = q + db;
       const uint32_t nslot = nd / 8;
       for (uint32_t k = 0; k < nslot; k++) {
@@ -341,11 +365,7 @@ TQ_INLINE void score_codes_tokens(const float *q, uint32_t d, const uint8_t *rec
       }
     }
 
-#ifdef EXP_NO_NORM
-    const __m512 norms = _mm512_set1_ps(1.0f);
-#else
     const __m512 norms = load_norms16(r0, stride, nt, noff);
-#endif
     const __mmask16 m = first_lanes(nt);
 #pragma GCC unroll 8
     for (uint32_t g = 0; g < GH; g++) {
@@ -361,33 +381,51 @@ TQ_INLINE void score_codes_tokens(const float *q, uint32_t d, const uint8_t *rec
 /* score_codes, bits >= 5: dimensions in lanes                               */
 /* ------------------------------------------------------------------------ */
 
+/* Tiles of T = 16 / GH tokens x GH heads of partial sums (item g * T + i),
+ * folded by hsum16 as in score_f16_group. */
 TQ_INLINE void score_codes_dims(const float *q, uint32_t d, const uint8_t *rec, size_t stride,
-                                uint32_t n, const lut *l, const spread16 *sp, float *scores,
-                                const uint32_t GH) {
-  enum { MAXG = 8 };
+                                uint32_t n, const lut *l, const spread16 *sp,
+                                const __m512i *noff, float *scores, const uint32_t GH) {
+  enum { MAXG = 4 };
+  const uint32_t T = 16 / GH;
   const uint32_t nv = d / 16, tail = d % 16;
   const __mmask16 mt = first_lanes(tail);
-  for (uint32_t t = 0; t < n; t++) {
-    const uint8_t *r = rec + (size_t)t * stride;
-    __m512 acc[MAXG];
-#pragma GCC unroll 8
-    for (uint32_t g = 0; g < GH; g++) acc[g] = _mm512_setzero_ps();
-    for (uint32_t v = 0; v < nv; v++) {
-      __m512 c = lookup(l, codes16(r + 2, v, 0, l->bits, sp), 0);
-#pragma GCC unroll 8
+  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  for (uint32_t t0 = 0; t0 < n; t0 += T) {
+    const uint32_t nt = min_u32(T, n - t0);
+    const uint8_t *codes[16];
+#pragma GCC unroll 16
+    for (uint32_t i = 0; i < T; i++) codes[i] = rec + (size_t)(t0 + (i < nt ? i : 0)) * stride + 2;
+    if (t0 + 2 * T < n) prefetch_range(rec + (size_t)(t0 + 2 * T) * stride, (size_t)T * stride);
+    __m512 acc[16];
+#pragma GCC unroll 16
+    for (uint32_t i = 0; i < 16; i++) acc[i] = _mm512_setzero_ps();
+    for (uint32_t v = 0; v <= nv; v++) {
+      if (v == nv && !tail) break;
+      __m512 qv[MAXG];
+#pragma GCC unroll 4
       for (uint32_t g = 0; g < GH; g++)
-        acc[g] = _mm512_fmadd_ps(c, _mm512_loadu_ps(q + (size_t)g * d + 16 * v), acc[g]);
+        qv[g] = v < nv ? _mm512_loadu_ps(q + (size_t)g * d + 16 * v)
+                       : _mm512_maskz_loadu_ps(mt, q + (size_t)g * d + 16 * v);
+#pragma GCC unroll 16
+      for (uint32_t i = 0; i < T; i++) {
+        const __m512 c = lookup(l, codes16(codes[i], v, 0, l->bits, sp), 0);
+#pragma GCC unroll 4
+        for (uint32_t g = 0; g < GH; g++)
+          acc[g * T + i] = _mm512_fmadd_ps(qv[g], c, acc[g * T + i]);
+      }
     }
-    if (tail) {
-      __m512 c = lookup(l, codes16(r + 2, nv, 0, l->bits, sp), 0);
-#pragma GCC unroll 8
-      for (uint32_t g = 0; g < GH; g++)
-        acc[g] = _mm512_fmadd_ps(c, _mm512_maskz_loadu_ps(mt, q + (size_t)g * d + 16 * nv),
-                                 acc[g]);
+    const __m512 norms = _mm512_permutexvar_ps(
+        _mm512_and_si512(lane, _mm512_set1_epi32((int)(T - 1))),
+        load_norms16(codes[0] - 2, stride, nt, noff));
+    const __m512 sums = _mm512_mul_ps(hsum16(acc), norms);
+    const __mmask16 m = first_lanes(nt);
+#pragma GCC unroll 4
+    for (uint32_t g = 0; g < GH; g++) {
+      __m512 x = g ? _mm512_permutexvar_ps(_mm512_add_epi32(lane, _mm512_set1_epi32((int)(g * T))), sums)
+                   : sums;
+      _mm512_mask_storeu_ps(scores + (size_t)g * n + t0, m, x);
     }
-    const float norm = load_norm(r);
-#pragma GCC unroll 8
-    for (uint32_t g = 0; g < GH; g++) scores[(size_t)g * n + t] = _mm512_reduce_add_ps(acc[g]) * norm;
   }
 }
 
@@ -402,9 +440,9 @@ static void avx512_score_codes(const float *q, uint32_t G, uint32_t d, const uin
   __m512i offsets;
   const __m512i *noff = norm_offsets(stride, &offsets);
   for (uint32_t g0 = 0; g0 < G;) {
-    const uint32_t gh = head_group(G - g0);
     const float *qg = q + (size_t)g0 * d;
     float *sg = scores + (size_t)g0 * n;
+    uint32_t gh = head_group(G - g0);
     if (bits <= 4) {
       switch (gh) {
         case 8: score_codes_tokens(qg, d, rec, stride, n, &l, noff, sg, 8); break;
@@ -414,12 +452,12 @@ static void avx512_score_codes(const float *q, uint32_t G, uint32_t d, const uin
         default: score_codes_tokens(qg, d, rec, stride, n, &l, noff, sg, 1); break;
       }
     } else {
+      /* Groups of 4, 2 or 1 heads: tiles of 16 / gh tokens. */
+      gh = gh >= 4 ? 4 : gh >= 2 ? 2 : 1;
       switch (gh) {
-        case 8: score_codes_dims(qg, d, rec, stride, n, &l, &sp, sg, 8); break;
-        case 4: score_codes_dims(qg, d, rec, stride, n, &l, &sp, sg, 4); break;
-        case 3: score_codes_dims(qg, d, rec, stride, n, &l, &sp, sg, 3); break;
-        case 2: score_codes_dims(qg, d, rec, stride, n, &l, &sp, sg, 2); break;
-        default: score_codes_dims(qg, d, rec, stride, n, &l, &sp, sg, 1); break;
+        case 4: score_codes_dims(qg, d, rec, stride, n, &l, &sp, noff, sg, 4); break;
+        case 2: score_codes_dims(qg, d, rec, stride, n, &l, &sp, noff, sg, 2); break;
+        default: score_codes_dims(qg, d, rec, stride, n, &l, &sp, noff, sg, 1); break;
       }
     }
     g0 += gh;
@@ -454,33 +492,64 @@ static void avx512_score_codes(const float *q, uint32_t G, uint32_t d, const uin
 /* acc rows (d apart) += wn (GH rows of RUN) times the nt decoded records
  * from rec, for the W vectors of dimensions from 16 * v0 (the last may be
  * d's partial tail: its lanes past d accumulate garbage that is not
- * stored). B: 1..4, or 0 for other widths. */
+ * stored). B: 1..4, or 0 for other widths.
+ *
+ * Accumulator lanes follow the decoded vectors: for 4 bits, codes16's order
+ * within each 16 dimensions; for 2 bits and an even W, pairs of vectors
+ * (A, B) for 32 dimensions decoded from one shifted broadcast of 8 bytes:
+ * lane 2m of A is dimension 2m, of B 2m+1; lane 2m+1 of A is 16+2m, of B
+ * 17+2m (one shift and two vpermps per 32 dimensions). */
 TQ_INLINE void accum_codes_pass(const float (*wn)[RUN], uint32_t d, const uint8_t *rec,
                                 size_t stride, uint32_t nt, const lut *l, const spread16 *sp,
                                 float *acc, uint32_t v0, const uint32_t B, const uint32_t GH,
                                 const uint32_t W) {
   enum { MAXG = 8, MAXW = 16 };
   const uint32_t bits = l->bits;
+  const int pairs = B == 2 && W % 2 == 0;
   const __mmask16 ml = first_lanes(min_u32(16, d - 16 * (v0 + W - 1)));
   /* For 4 bits, internal lane 2m is dimension m, 2m+1 is 8+m (codes16). */
   const __m512i to_internal =
       _mm512_setr_epi32(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15);
   const __m512i to_natural =
       _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
+  /* 2-bit pairs: (A, B) from the natural (x0, x1) and back (an involution). */
+  const __m512i pair_a =
+      _mm512_setr_epi32(0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30);
+  const __m512i pair_b =
+      _mm512_setr_epi32(1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31);
+  const __m512i pair_shift =
+      _mm512_setr_epi32(0, 0, 4, 4, 8, 8, 12, 12, 16, 16, 20, 20, 24, 24, 28, 28);
 
   __m512 a[MAXG][MAXW];
 #pragma GCC unroll 8
-  for (uint32_t g = 0; g < GH; g++)
+  for (uint32_t g = 0; g < GH; g++) {
+    __m512 x[MAXW];
+#pragma GCC unroll 16
+    for (uint32_t v = 0; v < W; v++)
+      x[v] = _mm512_maskz_loadu_ps(v + 1 < W ? 0xffff : ml, acc + (size_t)g * d + 16 * (v0 + v));
 #pragma GCC unroll 16
     for (uint32_t v = 0; v < W; v++) {
-      __m512 x = _mm512_maskz_loadu_ps(v + 1 < W ? 0xffff : ml, acc + (size_t)g * d + 16 * (v0 + v));
-      a[g][v] = B == 4 ? _mm512_permutexvar_ps(to_internal, x) : x;
+      if (pairs)
+        a[g][v] = _mm512_permutex2var_ps(x[v & ~1u], v % 2 ? pair_b : pair_a, x[v | 1u]);
+      else
+        a[g][v] = B == 4 ? _mm512_permutexvar_ps(to_internal, x[v]) : x[v];
     }
+  }
   for (uint32_t i = 0; i < nt; i++) {
     const uint8_t *codes = rec + (size_t)i * stride + 2;
     __m512 c[MAXW];
+    if (pairs) {
+#pragma GCC unroll 8
+      for (uint32_t u = 0; u < W / 2; u++) {
+        const __m512i x = broadcast8(codes + 4 * (size_t)(v0 + 2 * u));
+        const __m512i ix = _mm512_srlv_epi32(x, pair_shift);
+        c[2 * u] = _mm512_permutexvar_ps(ix, l->t[0]);
+        c[2 * u + 1] = _mm512_permutexvar_ps(ix, l->second);
+      }
+    } else {
 #pragma GCC unroll 16
-    for (uint32_t v = 0; v < W; v++) c[v] = lookup(l, codes16(codes, v0 + v, B, bits, sp), B);
+      for (uint32_t v = 0; v < W; v++) c[v] = lookup(l, codes16(codes, v0 + v, B, bits, sp), B);
+    }
 #pragma GCC unroll 8
     for (uint32_t g = 0; g < GH; g++) {
       const __m512 s = _mm512_set1_ps(wn[g][i]);
@@ -492,7 +561,11 @@ TQ_INLINE void accum_codes_pass(const float (*wn)[RUN], uint32_t d, const uint8_
   for (uint32_t g = 0; g < GH; g++)
 #pragma GCC unroll 16
     for (uint32_t v = 0; v < W; v++) {
-      __m512 x = B == 4 ? _mm512_permutexvar_ps(to_natural, a[g][v]) : a[g][v];
+      __m512 x;
+      if (pairs)
+        x = _mm512_permutex2var_ps(a[g][v & ~1u], v % 2 ? pair_b : pair_a, a[g][v | 1u]);
+      else
+        x = B == 4 ? _mm512_permutexvar_ps(to_natural, a[g][v]) : a[g][v];
       _mm512_mask_storeu_ps(acc + (size_t)g * d + 16 * (v0 + v), v + 1 < W ? 0xffff : ml, x);
     }
 }
@@ -631,11 +704,12 @@ static void avx512_score_f16(const float *q, uint32_t G, uint32_t d, const uint1
                              size_t stride, uint32_t n, float *scores) {
   if (n == 0) return;
   for (uint32_t g0 = 0; g0 < G;) {
-    const uint32_t gh = head_group(G - g0);
+    /* At most 4 heads: with 8, a tile is 2 tokens and the horizontal sums
+     * and stores per token cost more than converting the rows twice. */
+    const uint32_t gh = min_u32(head_group(G - g0), 4);
     const float *qg = q + (size_t)g0 * d;
     float *sg = scores + (size_t)g0 * n;
     switch (gh) {
-      case 8: score_f16_group(qg, d, k, stride, n, sg, 8); break;
       case 4: score_f16_group(qg, d, k, stride, n, sg, 4); break;
       case 3: score_f16_group(qg, d, k, stride, n, sg, 3); break;
       case 2: score_f16_group(qg, d, k, stride, n, sg, 2); break;

@@ -29,4 +29,16 @@ void cmd_info_usage(FILE *out);
 int cmd_benchmark_run(int argc, char **argv);
 void cmd_benchmark_usage(FILE *out);
 
+/* tqai run: generate text with a GGUF model and the compressed cache. */
+int cmd_run_run(int argc, char **argv);
+void cmd_run_usage(FILE *out);
+
+/* tqai compare: fp16 and compressed caches side by side, greedy. */
+int cmd_compare_run(int argc, char **argv);
+void cmd_compare_usage(FILE *out);
+
+/* tqai perplexity: perplexity and KL divergence against the fp16 cache. */
+int cmd_perplexity_run(int argc, char **argv);
+void cmd_perplexity_usage(FILE *out);
+
 #endif /* TQAI_TOOL_COMMANDS_H */

@@ -20,6 +20,12 @@ static const cli_command commands[] = {
      cmd_info_usage},
     {"benchmark", "measure codec quality and speed on random Gaussian vectors",
      cmd_benchmark_run, cmd_benchmark_usage},
+    {"run", "generate text with a GGUF model and the compressed KV cache", cmd_run_run,
+     cmd_run_usage},
+    {"compare", "fp16 and compressed KV caches side by side on one prompt", cmd_compare_run,
+     cmd_compare_usage},
+    {"perplexity", "perplexity, and KL divergence against the fp16 cache", cmd_perplexity_run,
+     cmd_perplexity_usage},
 };
 
 static const size_t n_commands = sizeof commands / sizeof commands[0];

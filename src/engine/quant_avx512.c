@@ -1,0 +1,656 @@
+/*
+ * quant_avx512.c - the weight kernels of quant.h for AVX-512 F/BW/VL/DQ
+ * (+ FMA, F16C), sixteen floats per __m512.
+ *
+ * Results match the scalar reference to float rounding: dequantization uses
+ * fused multiply-adds where ggml rounds twice (d * q + m, sc * q - m), and
+ * dot products run in sixteen lanes folded at the end (explicit
+ * _mm512_fmadd_ps; the file is compiled with -ffp-contract=off).
+ *
+ * Every type is read in units whose elements come out as whole vectors:
+ * - 32-element blocks (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0): two vectors, the
+ *   nibbles (and fifth bits) split in 128-bit registers, then widened;
+ * - K-quant super-blocks: per super-block the 8 or 16 sub-block scales
+ *   (and mins) are unpacked once into floats, then four groups of 64
+ *   consecutive elements, four vectors each;
+ * - F32 / F16 / BF16: one vector per 16 elements, masked at the row's end.
+ * The same unit functions serve the fused dot kernels (dequantized in
+ * registers and multiplied with up to TQ_DOT_MAX_TOKENS tokens' x as they
+ * are read, for decode) and the dequantize-to-buffer kernels (for the
+ * batched path, whose float tile kernel is gemm_avx512).
+ *
+ * Loads never leave the blocks of the row or the caller's x and W.
+ */
+#include <immintrin.h>
+#include <string.h>
+
+#include "quant.h"
+
+#if !defined(__AVX512F__) || !defined(__AVX512BW__) || !defined(__AVX512VL__) || \
+    !defined(__AVX512DQ__) || !defined(__FMA__) || !defined(__F16C__)
+#error "quant_avx512.c must be compiled with -mavx512f -mavx512bw -mavx512vl -mavx512dq -mfma -mf16c"
+#endif
+
+#define TQ_INLINE static inline __attribute__((always_inline))
+
+static inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
+
+static inline __m128i load128(const void *p) { return _mm_loadu_si128((const __m128i *)p); }
+
+/* Bytes (as signed int8) to 16 floats. */
+static inline __m512 i8_ps(__m128i v) { return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(v)); }
+
+/* Mask of the first n lanes, n <= 16. */
+static inline __mmask16 first_lanes(size_t n) { return (__mmask16)((1u << n) - 1u); }
+
+/* ------------------------------------------------------------------------ */
+/* Horizontal sums                                                           */
+/* ------------------------------------------------------------------------ */
+
+static inline float hsum(__m512 v) {
+  __m256 a = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
+  __m128 b = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+  b = _mm_add_ps(b, _mm_movehl_ps(b, b));
+  b = _mm_add_ss(b, _mm_movehdup_ps(b));
+  return _mm_cvtss_f32(b);
+}
+
+/* Lane i of the result = the sum of the 16 lanes of v[i]: a transpose-and-
+ * add tree (15 adds and 30 shuffles for 16 sums). */
+TQ_INLINE __m512 reduce16(const __m512 *v) {
+  __m512 p[8], s[4];
+  /* p[i], per 128-bit lane: v[2i] lanes 0+2, v[2i+1] 0+2, v[2i] 1+3, v[2i+1] 1+3. */
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; i++)
+    p[i] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]),
+                         _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]));
+  /* s[i], per 128-bit lane L: the lane-L sums of v[4i], ..., v[4i+3]. */
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; i++)
+    s[i] = _mm512_add_ps(_mm512_shuffle_ps(p[2 * i], p[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                         _mm512_shuffle_ps(p[2 * i], p[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+  /* Lanes 0+1 and 2+3 of s[0], s[1] (q0) and of s[2], s[3] (q1); then the
+   * 128-bit lane j of the result holds the totals of v[4j..4j+3]. */
+  __m512 q0 = _mm512_add_ps(_mm512_shuffle_f32x4(s[0], s[1], 0x88),
+                            _mm512_shuffle_f32x4(s[0], s[1], 0xdd));
+  __m512 q1 = _mm512_add_ps(_mm512_shuffle_f32x4(s[2], s[3], 0x88),
+                            _mm512_shuffle_f32x4(s[2], s[3], 0xdd));
+  return _mm512_add_ps(_mm512_shuffle_f32x4(q0, q1, 0x88), _mm512_shuffle_f32x4(q0, q1, 0xdd));
+}
+
+/* ------------------------------------------------------------------------ */
+/* 32-element blocks: block -> w[0] (elements 0-15), w[1] (16-31)            */
+/* ------------------------------------------------------------------------ */
+
+typedef void (*vec32_fn)(const uint8_t *blk, __m512 *w);
+
+/* Low and high nibbles of 16 bytes, as bytes. */
+static inline void nibbles(__m128i q, __m128i *lo, __m128i *hi) {
+  const __m128i m = _mm_set1_epi8(15);
+  *lo = _mm_and_si128(q, m);
+  *hi = _mm_and_si128(_mm_srli_epi16(q, 4), m);
+}
+
+/* Bit j of the 32-bit qh of a Q5 block at bit 4 of byte j (lo: j < 16,
+ * hi: j >= 16): a mask register per half, then a masked or. */
+static inline void fifth_bits(const uint8_t *qh4, __m128i *lo, __m128i *hi) {
+  uint32_t qh;
+  memcpy(&qh, qh4, 4);
+  const __m128i b4 = _mm_set1_epi8(16);
+  *lo = _mm_or_si128(*lo, _mm_maskz_mov_epi8((__mmask16)(qh & 0xffffu), b4));
+  *hi = _mm_or_si128(*hi, _mm_maskz_mov_epi8((__mmask16)(qh >> 16), b4));
+}
+
+TQ_INLINE void vec_q4_0(const uint8_t *p, __m512 *w) {
+  const tq_block_q4_0 *b = (const tq_block_q4_0 *)(const void *)p;
+  const __m512 d = _mm512_set1_ps(h2f(b->d));
+  const __m128i e = _mm_set1_epi8(8);
+  __m128i lo, hi;
+  nibbles(load128(b->qs), &lo, &hi);
+  w[0] = _mm512_mul_ps(i8_ps(_mm_sub_epi8(lo, e)), d);
+  w[1] = _mm512_mul_ps(i8_ps(_mm_sub_epi8(hi, e)), d);
+}
+
+TQ_INLINE void vec_q4_1(const uint8_t *p, __m512 *w) {
+  const tq_block_q4_1 *b = (const tq_block_q4_1 *)(const void *)p;
+  const __m512 d = _mm512_set1_ps(h2f(b->d)), m = _mm512_set1_ps(h2f(b->m));
+  __m128i lo, hi;
+  nibbles(load128(b->qs), &lo, &hi);
+  w[0] = _mm512_fmadd_ps(i8_ps(lo), d, m);
+  w[1] = _mm512_fmadd_ps(i8_ps(hi), d, m);
+}
+
+TQ_INLINE void vec_q5_0(const uint8_t *p, __m512 *w) {
+  const tq_block_q5_0 *b = (const tq_block_q5_0 *)(const void *)p;
+  const __m512 d = _mm512_set1_ps(h2f(b->d));
+  const __m128i e = _mm_set1_epi8(16);
+  __m128i lo, hi;
+  nibbles(load128(b->qs), &lo, &hi);
+  fifth_bits(b->qh, &lo, &hi);
+  w[0] = _mm512_mul_ps(i8_ps(_mm_sub_epi8(lo, e)), d);
+  w[1] = _mm512_mul_ps(i8_ps(_mm_sub_epi8(hi, e)), d);
+}
+
+TQ_INLINE void vec_q5_1(const uint8_t *p, __m512 *w) {
+  const tq_block_q5_1 *b = (const tq_block_q5_1 *)(const void *)p;
+  const __m512 d = _mm512_set1_ps(h2f(b->d)), m = _mm512_set1_ps(h2f(b->m));
+  __m128i lo, hi;
+  nibbles(load128(b->qs), &lo, &hi);
+  fifth_bits(b->qh, &lo, &hi);
+  w[0] = _mm512_fmadd_ps(i8_ps(lo), d, m);
+  w[1] = _mm512_fmadd_ps(i8_ps(hi), d, m);
+}
+
+TQ_INLINE void vec_q8_0(const uint8_t *p, __m512 *w) {
+  const tq_block_q8_0 *b = (const tq_block_q8_0 *)(const void *)p;
+  const __m512 d = _mm512_set1_ps(h2f(b->d));
+  w[0] = _mm512_mul_ps(i8_ps(load128(b->qs)), d);
+  w[1] = _mm512_mul_ps(i8_ps(load128(b->qs + 16)), d);
+}
+
+/* Fused dot of one row of nb blocks with NT tokens. Two blocks per step,
+ * four accumulator chains per token. */
+TQ_INLINE void dot32(const uint8_t *row, size_t nb, size_t bb, vec32_fn vf, const float *x,
+                     size_t ldx, float *y, size_t ldy, const uint32_t NT) {
+  __m512 acc[TQ_DOT_MAX_TOKENS][4];
+#pragma GCC unroll 4
+  for (uint32_t t = 0; t < NT; t++)
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; j++) acc[t][j] = _mm512_setzero_ps();
+  size_t i = 0;
+  for (; i + 2 <= nb; i += 2) {
+    __m512 w[4];
+    vf(row + i * bb, w);
+    vf(row + (i + 1) * bb, w + 2);
+#pragma GCC unroll 4
+    for (uint32_t t = 0; t < NT; t++) {
+      const float *xt = x + t * ldx + 32 * i;
+#pragma GCC unroll 4
+      for (int j = 0; j < 4; j++)
+        acc[t][j] = _mm512_fmadd_ps(w[j], _mm512_loadu_ps(xt + 16 * j), acc[t][j]);
+    }
+  }
+  if (i < nb) {
+    __m512 w[2];
+    vf(row + i * bb, w);
+#pragma GCC unroll 4
+    for (uint32_t t = 0; t < NT; t++) {
+      const float *xt = x + t * ldx + 32 * i;
+#pragma GCC unroll 2
+      for (int j = 0; j < 2; j++)
+        acc[t][j] = _mm512_fmadd_ps(w[j], _mm512_loadu_ps(xt + 16 * j), acc[t][j]);
+    }
+  }
+#pragma GCC unroll 4
+  for (uint32_t t = 0; t < NT; t++)
+    y[t * ldy] = hsum(_mm512_add_ps(_mm512_add_ps(acc[t][0], acc[t][1]),
+                                    _mm512_add_ps(acc[t][2], acc[t][3])));
+}
+
+TQ_INLINE void deq32(const uint8_t *blocks, size_t nb, size_t bb, vec32_fn vf, float *dst) {
+  for (size_t i = 0; i < nb; i++) {
+    __m512 w[2];
+    vf(blocks + i * bb, w);
+    _mm512_storeu_ps(dst + 32 * i, w[0]);
+    _mm512_storeu_ps(dst + 32 * i + 16, w[1]);
+  }
+}
+
+/* The per-type entry points: the kernel table's signatures, NT made a
+ * compile-time constant. */
+#define DEF_BLOCK32(NAME, BLOCK)                                                              \
+  static void dot_##NAME(const void *w, size_t nb, const float *x, size_t ldx, uint32_t nt,  \
+                         float *y, size_t ldy) {                                              \
+    const uint8_t *row = w;                                                                   \
+    switch (nt) {                                                                             \
+      case 1: dot32(row, nb, sizeof(BLOCK), vec_##NAME, x, ldx, y, ldy, 1); break;            \
+      case 2: dot32(row, nb, sizeof(BLOCK), vec_##NAME, x, ldx, y, ldy, 2); break;            \
+      case 3: dot32(row, nb, sizeof(BLOCK), vec_##NAME, x, ldx, y, ldy, 3); break;            \
+      default: dot32(row, nb, sizeof(BLOCK), vec_##NAME, x, ldx, y, ldy, 4); break;           \
+    }                                                                                         \
+  }                                                                                           \
+  static void deq_##NAME(const void *blocks, float *dst, size_t nb) {                        \
+    deq32(blocks, nb, sizeof(BLOCK), vec_##NAME, dst);                                        \
+  }
+
+DEF_BLOCK32(q4_0, tq_block_q4_0)
+DEF_BLOCK32(q4_1, tq_block_q4_1)
+DEF_BLOCK32(q5_0, tq_block_q5_0)
+DEF_BLOCK32(q5_1, tq_block_q5_1)
+DEF_BLOCK32(q8_0, tq_block_q8_0)
+
+/* ------------------------------------------------------------------------ */
+/* K-quant super-blocks: scales once, then 4 groups of 64 elements           */
+/* ------------------------------------------------------------------------ */
+
+/* Per super-block factors: w = q * a[s] - b[s] for sub-block s (b unused by
+ * the types without mins). */
+typedef struct kscale {
+  float a[16];
+  float b[16];
+} kscale;
+
+typedef void (*kprep_fn)(const uint8_t *blk, kscale *ks);
+/* Elements 64 p .. 64 p + 63 of the super-block, p < 4, into w[0..3]. */
+typedef void (*kvec_fn)(const uint8_t *blk, uint32_t p, const kscale *ks, __m512 *w);
+
+static inline uint32_t load_u32(const uint8_t *p) {
+  uint32_t u;
+  memcpy(&u, p, 4);
+  return u;
+}
+
+/* 8 unsigned bytes (two little-endian words) times f into 8 floats. */
+static inline void scale8(uint32_t lo, uint32_t hi, float f, float *out) {
+  __m256 v = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_set_epi32(0, 0, (int)hi, (int)lo)));
+  _mm256_storeu_ps(out, _mm256_mul_ps(v, _mm256_set1_ps(f)));
+}
+
+/* Q4_K / Q5_K: the 12 scale bytes as words u0 (bytes 0-3), u1 (4-7),
+ * u2 (8-11): scales 0-3 = u0 & 63 per byte, mins 0-3 = u1 & 63; scales 4-7 =
+ * low nibbles of u2 with the top two bits of u0 above; mins 4-7 = high
+ * nibbles of u2 with the top two bits of u1 above. */
+static inline void k4_prep(const uint8_t *scales, float d, float dmin, kscale *ks) {
+  uint32_t u0 = load_u32(scales), u1 = load_u32(scales + 4), u2 = load_u32(scales + 8);
+  uint32_t sc_lo = u0 & 0x3f3f3f3fu, m_lo = u1 & 0x3f3f3f3fu;
+  uint32_t sc_hi = (u2 & 0x0f0f0f0fu) | (((u0 >> 6) & 0x03030303u) << 4);
+  uint32_t m_hi = ((u2 >> 4) & 0x0f0f0f0fu) | (((u1 >> 6) & 0x03030303u) << 4);
+  scale8(sc_lo, sc_hi, d, ks->a);
+  scale8(m_lo, m_hi, dmin, ks->b);
+}
+
+TQ_INLINE void prep_q4_K(const uint8_t *p, kscale *ks) {
+  const tq_block_q4_K *b = (const tq_block_q4_K *)(const void *)p;
+  k4_prep(b->scales, h2f(b->d), h2f(b->dmin), ks);
+}
+
+TQ_INLINE void vec_q4_K(const uint8_t *p, uint32_t g, const kscale *ks, __m512 *w) {
+  const tq_block_q4_K *b = (const tq_block_q4_K *)(const void *)p;
+  __m128i lo0, hi0, lo1, hi1;
+  nibbles(load128(b->qs + 32 * g), &lo0, &hi0);
+  nibbles(load128(b->qs + 32 * g + 16), &lo1, &hi1);
+  const __m512 a0 = _mm512_set1_ps(ks->a[2 * g]), m0 = _mm512_set1_ps(ks->b[2 * g]);
+  const __m512 a1 = _mm512_set1_ps(ks->a[2 * g + 1]), m1 = _mm512_set1_ps(ks->b[2 * g + 1]);
+  w[0] = _mm512_fmsub_ps(i8_ps(lo0), a0, m0);
+  w[1] = _mm512_fmsub_ps(i8_ps(lo1), a0, m0);
+  w[2] = _mm512_fmsub_ps(i8_ps(hi0), a1, m1);
+  w[3] = _mm512_fmsub_ps(i8_ps(hi1), a1, m1);
+}
+
+TQ_INLINE void prep_q5_K(const uint8_t *p, kscale *ks) {
+  const tq_block_q5_K *b = (const tq_block_q5_K *)(const void *)p;
+  k4_prep(b->scales, h2f(b->d), h2f(b->dmin), ks);
+}
+
+/* Bit s of each byte of v, moved to bit 4 (s may be a run-time value). */
+static inline __m128i bit_to_16(__m128i v, uint32_t s) {
+  __m128i b = _mm_and_si128(_mm_srl_epi16(v, _mm_cvtsi32_si128((int)s)), _mm_set1_epi8(1));
+  return _mm_slli_epi16(b, 4);
+}
+
+TQ_INLINE void vec_q5_K(const uint8_t *p, uint32_t g, const kscale *ks, __m512 *w) {
+  const tq_block_q5_K *b = (const tq_block_q5_K *)(const void *)p;
+  __m128i lo0, hi0, lo1, hi1;
+  nibbles(load128(b->qs + 32 * g), &lo0, &hi0);
+  nibbles(load128(b->qs + 32 * g + 16), &lo1, &hi1);
+  const __m128i h0 = load128(b->qh), h1 = load128(b->qh + 16);
+  lo0 = _mm_or_si128(lo0, bit_to_16(h0, 2 * g));
+  lo1 = _mm_or_si128(lo1, bit_to_16(h1, 2 * g));
+  hi0 = _mm_or_si128(hi0, bit_to_16(h0, 2 * g + 1));
+  hi1 = _mm_or_si128(hi1, bit_to_16(h1, 2 * g + 1));
+  const __m512 a0 = _mm512_set1_ps(ks->a[2 * g]), m0 = _mm512_set1_ps(ks->b[2 * g]);
+  const __m512 a1 = _mm512_set1_ps(ks->a[2 * g + 1]), m1 = _mm512_set1_ps(ks->b[2 * g + 1]);
+  w[0] = _mm512_fmsub_ps(i8_ps(lo0), a0, m0);
+  w[1] = _mm512_fmsub_ps(i8_ps(lo1), a0, m0);
+  w[2] = _mm512_fmsub_ps(i8_ps(hi0), a1, m1);
+  w[3] = _mm512_fmsub_ps(i8_ps(hi1), a1, m1);
+}
+
+/* Q6_K: a[s] = d * scales[s] (exact products of ggml's d * sc). */
+TQ_INLINE void prep_q6_K(const uint8_t *p, kscale *ks) {
+  const tq_block_q6_K *b = (const tq_block_q6_K *)(const void *)p;
+  _mm512_storeu_ps(ks->a, _mm512_mul_ps(i8_ps(load128(b->scales)), _mm512_set1_ps(h2f(b->d))));
+}
+
+/* Group g: half h = g / 2; g even: k = 0, 1 (low nibbles of ql[l], ql[l+32],
+ * qh bits 0-1, 2-3), g odd: k = 2, 3 (high nibbles, qh bits 4-5, 6-7). */
+TQ_INLINE void vec_q6_K(const uint8_t *p, uint32_t g, const kscale *ks, __m512 *w) {
+  const tq_block_q6_K *b = (const tq_block_q6_K *)(const void *)p;
+  const uint32_t h = g >> 1, k0 = 2 * (g & 1);
+  const uint8_t *ql = b->ql + 64 * h, *qh = b->qh + 32 * h;
+  const __m128i m4 = _mm_set1_epi8(15), m2 = _mm_set1_epi8(3), e = _mm_set1_epi8(32);
+  const __m128i sh = _mm_cvtsi32_si128((int)(4 * (g & 1)));
+  const __m128i hs0 = _mm_cvtsi32_si128((int)(2 * k0)), hs1 = _mm_cvtsi32_si128((int)(2 * k0 + 2));
+#pragma GCC unroll 2
+  for (int half = 0; half < 2; half++) {
+    const __m128i hb = load128(qh + 16 * half);
+    /* k0: ql[l], k0 + 1: ql[l + 32]. */
+    __m128i q0 = _mm_and_si128(_mm_srl_epi16(load128(ql + 16 * half), sh), m4);
+    __m128i q1 = _mm_and_si128(_mm_srl_epi16(load128(ql + 32 + 16 * half), sh), m4);
+    q0 = _mm_or_si128(q0, _mm_slli_epi16(_mm_and_si128(_mm_srl_epi16(hb, hs0), m2), 4));
+    q1 = _mm_or_si128(q1, _mm_slli_epi16(_mm_and_si128(_mm_srl_epi16(hb, hs1), m2), 4));
+    w[half] = _mm512_mul_ps(i8_ps(_mm_sub_epi8(q0, e)),
+                            _mm512_set1_ps(ks->a[8 * h + 2 * k0 + (uint32_t)half]));
+    w[2 + half] = _mm512_mul_ps(i8_ps(_mm_sub_epi8(q1, e)),
+                                _mm512_set1_ps(ks->a[8 * h + 2 * k0 + 2 + (uint32_t)half]));
+  }
+}
+
+/* Q2_K: a[s] = d * (scales[s] & 15), b[s] = dmin * (scales[s] >> 4). */
+TQ_INLINE void prep_q2_K(const uint8_t *p, kscale *ks) {
+  const tq_block_q2_K *b = (const tq_block_q2_K *)(const void *)p;
+  __m128i sc;
+  __m128i lo, hi;
+  sc = load128(b->scales);
+  nibbles(sc, &lo, &hi);
+  _mm512_storeu_ps(ks->a, _mm512_mul_ps(i8_ps(lo), _mm512_set1_ps(h2f(b->d))));
+  _mm512_storeu_ps(ks->b, _mm512_mul_ps(i8_ps(hi), _mm512_set1_ps(h2f(b->dmin))));
+}
+
+/* Group g: n = g / 2, j = 2 (g & 1) and j + 1; l < 16 from qs[32 n + l],
+ * l >= 16 from qs[32 n + 16 + l - 16]. */
+TQ_INLINE void vec_q2_K(const uint8_t *p, uint32_t g, const kscale *ks, __m512 *w) {
+  const tq_block_q2_K *b = (const tq_block_q2_K *)(const void *)p;
+  const uint32_t n = g >> 1, j0 = 2 * (g & 1);
+  const __m128i m2 = _mm_set1_epi8(3);
+#pragma GCC unroll 2
+  for (int half = 0; half < 2; half++) {
+    const __m128i q = load128(b->qs + 32 * n + 16 * half);
+#pragma GCC unroll 2
+    for (uint32_t jj = 0; jj < 2; jj++) {
+      const uint32_t j = j0 + jj, s = 8 * n + 2 * j + (uint32_t)half;
+      __m128i v = _mm_and_si128(_mm_srl_epi16(q, _mm_cvtsi32_si128((int)(2 * j))), m2);
+      w[2 * jj + (uint32_t)half] =
+          _mm512_fmsub_ps(i8_ps(v), _mm512_set1_ps(ks->a[s]), _mm512_set1_ps(ks->b[s]));
+    }
+  }
+}
+
+/* Q3_K: a[s] = d * (s_s - 32), the 6-bit scales unpacked by words: low
+ * nibbles of words 0, 1 for scales 0-7, their high nibbles for 8-15, two bits
+ * of word 2 (shifted by 0, 2, 4, 6 for scales 0-3, 4-7, 8-11, 12-15) above. */
+TQ_INLINE void prep_q3_K(const uint8_t *p, kscale *ks) {
+  const tq_block_q3_K *b = (const tq_block_q3_K *)(const void *)p;
+  uint32_t a0 = load_u32(b->scales), a1 = load_u32(b->scales + 4), t = load_u32(b->scales + 8);
+  const uint32_t m4 = 0x0f0f0f0fu, m2 = 0x03030303u;
+  uint32_t s0 = (a0 & m4) | ((t & m2) << 4);
+  uint32_t s1 = (a1 & m4) | (((t >> 2) & m2) << 4);
+  uint32_t s2 = ((a0 >> 4) & m4) | (((t >> 4) & m2) << 4);
+  uint32_t s3 = ((a1 >> 4) & m4) | (((t >> 6) & m2) << 4);
+  __m128i s = _mm_sub_epi8(_mm_set_epi32((int)s3, (int)s2, (int)s1, (int)s0), _mm_set1_epi8(32));
+  _mm512_storeu_ps(ks->a, _mm512_mul_ps(i8_ps(s), _mm512_set1_ps(h2f(b->d))));
+}
+
+/* Group g: as Q2_K, minus 4 where bit 4 n + j of hmask[l] is clear. */
+TQ_INLINE void vec_q3_K(const uint8_t *p, uint32_t g, const kscale *ks, __m512 *w) {
+  const tq_block_q3_K *b = (const tq_block_q3_K *)(const void *)p;
+  const uint32_t n = g >> 1, j0 = 2 * (g & 1);
+  const __m128i m2 = _mm_set1_epi8(3), one = _mm_set1_epi8(1), four = _mm_set1_epi8(4);
+#pragma GCC unroll 2
+  for (int half = 0; half < 2; half++) {
+    const __m128i q = load128(b->qs + 32 * n + 16 * half);
+    const __m128i hm = load128(b->hmask + 16 * half);
+#pragma GCC unroll 2
+    for (uint32_t jj = 0; jj < 2; jj++) {
+      const uint32_t j = j0 + jj, s = 8 * n + 2 * j + (uint32_t)half;
+      __m128i v = _mm_and_si128(_mm_srl_epi16(q, _mm_cvtsi32_si128((int)(2 * j))), m2);
+      __m128i hb = _mm_and_si128(_mm_srl_epi16(hm, _mm_cvtsi32_si128((int)(4 * n + j))), one);
+      v = _mm_sub_epi8(_mm_or_si128(v, _mm_slli_epi16(hb, 2)), four);
+      w[2 * jj + (uint32_t)half] = _mm512_mul_ps(i8_ps(v), _mm512_set1_ps(ks->a[s]));
+    }
+  }
+}
+
+/* Fused dot over nb super-blocks: four chains per token (one per vector of
+ * a group). */
+TQ_INLINE void dotk(const uint8_t *row, size_t nb, size_t bb, kprep_fn prep, kvec_fn vf,
+                    const float *x, size_t ldx, float *y, size_t ldy, const uint32_t NT) {
+  __m512 acc[TQ_DOT_MAX_TOKENS][4];
+#pragma GCC unroll 4
+  for (uint32_t t = 0; t < NT; t++)
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; j++) acc[t][j] = _mm512_setzero_ps();
+  for (size_t i = 0; i < nb; i++) {
+    const uint8_t *blk = row + i * bb;
+    kscale ks;
+    prep(blk, &ks);
+#pragma GCC unroll 4
+    for (uint32_t g = 0; g < 4; g++) {
+      __m512 w[4];
+      vf(blk, g, &ks, w);
+#pragma GCC unroll 4
+      for (uint32_t t = 0; t < NT; t++) {
+        const float *xt = x + t * ldx + TQ_QK_K * i + 64 * g;
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; j++)
+          acc[t][j] = _mm512_fmadd_ps(w[j], _mm512_loadu_ps(xt + 16 * j), acc[t][j]);
+      }
+    }
+  }
+#pragma GCC unroll 4
+  for (uint32_t t = 0; t < NT; t++)
+    y[t * ldy] = hsum(_mm512_add_ps(_mm512_add_ps(acc[t][0], acc[t][1]),
+                                    _mm512_add_ps(acc[t][2], acc[t][3])));
+}
+
+TQ_INLINE void deqk(const uint8_t *blocks, size_t nb, size_t bb, kprep_fn prep, kvec_fn vf,
+                    float *dst) {
+  for (size_t i = 0; i < nb; i++) {
+    const uint8_t *blk = blocks + i * bb;
+    kscale ks;
+    prep(blk, &ks);
+#pragma GCC unroll 4
+    for (uint32_t g = 0; g < 4; g++) {
+      __m512 w[4];
+      vf(blk, g, &ks, w);
+#pragma GCC unroll 4
+      for (int j = 0; j < 4; j++) _mm512_storeu_ps(dst + TQ_QK_K * i + 64 * g + 16 * j, w[j]);
+    }
+  }
+}
+
+#define DEF_BLOCKK(NAME, BLOCK)                                                                \
+  static void dot_##NAME(const void *w, size_t nb, const float *x, size_t ldx, uint32_t nt,   \
+                         float *y, size_t ldy) {                                               \
+    const uint8_t *row = w;                                                                    \
+    switch (nt) {                                                                              \
+      case 1: dotk(row, nb, sizeof(BLOCK), prep_##NAME, vec_##NAME, x, ldx, y, ldy, 1); break; \
+      case 2: dotk(row, nb, sizeof(BLOCK), prep_##NAME, vec_##NAME, x, ldx, y, ldy, 2); break; \
+      case 3: dotk(row, nb, sizeof(BLOCK), prep_##NAME, vec_##NAME, x, ldx, y, ldy, 3); break; \
+      default: dotk(row, nb, sizeof(BLOCK), prep_##NAME, vec_##NAME, x, ldx, y, ldy, 4); break;\
+    }                                                                                          \
+  }                                                                                            \
+  static void deq_##NAME(const void *blocks, float *dst, size_t nb) {                         \
+    deqk(blocks, nb, sizeof(BLOCK), prep_##NAME, vec_##NAME, dst);                             \
+  }
+
+DEF_BLOCKK(q2_K, tq_block_q2_K)
+DEF_BLOCKK(q3_K, tq_block_q3_K)
+DEF_BLOCKK(q4_K, tq_block_q4_K)
+DEF_BLOCKK(q5_K, tq_block_q5_K)
+DEF_BLOCKK(q6_K, tq_block_q6_K)
+
+/* ------------------------------------------------------------------------ */
+/* F32, F16, BF16: one vector per 16 elements, masked tail                   */
+/* ------------------------------------------------------------------------ */
+
+typedef __m512 (*vecf_fn)(const uint8_t *row, size_t i, __mmask16 m);
+
+TQ_INLINE __m512 vec_f32(const uint8_t *row, size_t i, __mmask16 m) {
+  return _mm512_maskz_loadu_ps(m, row + 4 * i);
+}
+
+TQ_INLINE __m512 vec_f16(const uint8_t *row, size_t i, __mmask16 m) {
+  return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, row + 2 * i));
+}
+
+TQ_INLINE __m512 vec_bf16(const uint8_t *row, size_t i, __mmask16 m) {
+  __m512i v = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, row + 2 * i));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+}
+
+/* Fused dot over n elements: 64 per step, four chains per token. (The
+ * all-ones masks of the main loop compile to plain loads.) */
+TQ_INLINE void dotf(const uint8_t *row, size_t n, vecf_fn vf, const float *x, size_t ldx,
+                    float *y, size_t ldy, const uint32_t NT) {
+  __m512 acc[TQ_DOT_MAX_TOKENS][4];
+#pragma GCC unroll 4
+  for (uint32_t t = 0; t < NT; t++)
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; j++) acc[t][j] = _mm512_setzero_ps();
+  size_t i = 0;
+  for (; i + 64 <= n; i += 64) {
+    __m512 w[4];
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; j++) w[j] = vf(row, i + 16 * (size_t)j, 0xffff);
+#pragma GCC unroll 4
+    for (uint32_t t = 0; t < NT; t++)
+#pragma GCC unroll 4
+      for (int j = 0; j < 4; j++)
+        acc[t][j] = _mm512_fmadd_ps(w[j], _mm512_loadu_ps(x + t * ldx + i + 16 * j), acc[t][j]);
+  }
+  for (; i < n; i += 16) {
+    const __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : first_lanes(n - i);
+    const __m512 wv = vf(row, i, m);
+#pragma GCC unroll 4
+    for (uint32_t t = 0; t < NT; t++)
+      acc[t][0] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(m, x + t * ldx + i), acc[t][0]);
+  }
+#pragma GCC unroll 4
+  for (uint32_t t = 0; t < NT; t++)
+    y[t * ldy] = hsum(_mm512_add_ps(_mm512_add_ps(acc[t][0], acc[t][1]),
+                                    _mm512_add_ps(acc[t][2], acc[t][3])));
+}
+
+#define DEF_FLOAT(NAME)                                                                     \
+  static void dot_##NAME(const void *w, size_t n, const float *x, size_t ldx, uint32_t nt, \
+                         float *y, size_t ldy) {                                            \
+    const uint8_t *row = w;                                                                 \
+    switch (nt) {                                                                           \
+      case 1: dotf(row, n, vec_##NAME, x, ldx, y, ldy, 1); break;                           \
+      case 2: dotf(row, n, vec_##NAME, x, ldx, y, ldy, 2); break;                           \
+      case 3: dotf(row, n, vec_##NAME, x, ldx, y, ldy, 3); break;                           \
+      default: dotf(row, n, vec_##NAME, x, ldx, y, ldy, 4); break;                          \
+    }                                                                                       \
+  }                                                                                         \
+  static void deq_##NAME(const void *src, float *dst, size_t n) {                          \
+    const uint8_t *row = src;                                                               \
+    size_t i = 0;                                                                           \
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(dst + i, vec_##NAME(row, i, 0xffff));     \
+    if (i < n) {                                                                            \
+      const __mmask16 m = first_lanes(n - i);                                               \
+      _mm512_mask_storeu_ps(dst + i, m, vec_##NAME(row, i, m));                             \
+    }                                                                                       \
+  }
+
+DEF_FLOAT(f32)
+DEF_FLOAT(f16)
+DEF_FLOAT(bf16)
+
+/* ------------------------------------------------------------------------ */
+/* Float tile kernel                                                         */
+/* ------------------------------------------------------------------------ */
+
+/* One R x T micro-tile over k columns: R * T accumulator vectors (R rows'
+ * vectors loaded once per step, each token's once), then one reduce16. */
+TQ_INLINE void tile(const float *w, size_t ldw, const float *x, size_t ldx, size_t k, float *c,
+                    size_t ldc, const uint32_t R, const uint32_t T) {
+  __m512 acc[16];
+#pragma GCC unroll 16
+  for (uint32_t i = 0; i < 16; i++) acc[i] = _mm512_setzero_ps();
+  size_t i = 0;
+  for (; i + 16 <= k; i += 16) {
+    __m512 wv[4];
+#pragma GCC unroll 4
+    for (uint32_t r = 0; r < R; r++) wv[r] = _mm512_loadu_ps(w + r * ldw + i);
+#pragma GCC unroll 4
+    for (uint32_t t = 0; t < T; t++) {
+      const __m512 xv = _mm512_loadu_ps(x + t * ldx + i);
+#pragma GCC unroll 4
+      for (uint32_t r = 0; r < R; r++) acc[t * R + r] = _mm512_fmadd_ps(wv[r], xv, acc[t * R + r]);
+    }
+  }
+  if (i < k) {
+    const __mmask16 m = first_lanes(k - i);
+    __m512 wv[4];
+#pragma GCC unroll 4
+    for (uint32_t r = 0; r < R; r++) wv[r] = _mm512_maskz_loadu_ps(m, w + r * ldw + i);
+#pragma GCC unroll 4
+    for (uint32_t t = 0; t < T; t++) {
+      const __m512 xv = _mm512_maskz_loadu_ps(m, x + t * ldx + i);
+#pragma GCC unroll 4
+      for (uint32_t r = 0; r < R; r++) acc[t * R + r] = _mm512_fmadd_ps(wv[r], xv, acc[t * R + r]);
+    }
+  }
+  float out[16];
+  _mm512_storeu_ps(out, reduce16(acc));
+#pragma GCC unroll 4
+  for (uint32_t t = 0; t < T; t++)
+#pragma GCC unroll 4
+    for (uint32_t r = 0; r < R; r++) c[t * ldc + r] += out[t * R + r];
+}
+
+#define TILE_CASE(R, T) \
+  case (R) * 8 + (T): tile(w, ldw, x, ldx, k, c, ldc, R, T); break;
+
+static void tile_any(const float *w, size_t ldw, uint32_t R, const float *x, size_t ldx,
+                     uint32_t T, size_t k, float *c, size_t ldc) {
+  switch (R * 8 + T) {
+    TILE_CASE(1, 1) TILE_CASE(1, 2) TILE_CASE(1, 3) TILE_CASE(1, 4)
+    TILE_CASE(2, 1) TILE_CASE(2, 2) TILE_CASE(2, 3) TILE_CASE(2, 4)
+    TILE_CASE(3, 1) TILE_CASE(3, 2) TILE_CASE(3, 3) TILE_CASE(3, 4)
+    TILE_CASE(4, 1) TILE_CASE(4, 2) TILE_CASE(4, 3)
+    default: tile(w, ldw, x, ldx, k, c, ldc, 4, 4); break;
+  }
+}
+
+/* Token groups of 4 outside, row groups of 4 inside: a group's x rows stay
+ * in L1 while the tile's weights (at most TQ_MM_ROWS x TQ_MM_KC) come from
+ * L1/L2. */
+static void gemm_avx512(const float *w, size_t ldw, uint32_t nr, const float *x, size_t ldx,
+                        uint32_t nt, size_t k, float *c, size_t ldc) {
+  for (uint32_t t0 = 0; t0 < nt; t0 += 4) {
+    uint32_t T = nt - t0 < 4 ? nt - t0 : 4;
+    for (uint32_t r0 = 0; r0 < nr; r0 += 4) {
+      uint32_t R = nr - r0 < 4 ? nr - r0 : 4;
+      tile_any(w + r0 * ldw, ldw, R, x + t0 * ldx, ldx, T, k, c + t0 * ldc + r0, ldc);
+    }
+  }
+}
+
+const tq_quant_kernels tq_quant_kernels_avx512 = {
+    .level = TQ_SIMD_AVX512,
+    .dequant =
+        {
+            [TQ_TENSOR_F32] = deq_f32,
+            [TQ_TENSOR_F16] = deq_f16,
+            [TQ_TENSOR_BF16] = deq_bf16,
+            [TQ_TENSOR_Q4_0] = deq_q4_0,
+            [TQ_TENSOR_Q4_1] = deq_q4_1,
+            [TQ_TENSOR_Q5_0] = deq_q5_0,
+            [TQ_TENSOR_Q5_1] = deq_q5_1,
+            [TQ_TENSOR_Q8_0] = deq_q8_0,
+            [TQ_TENSOR_Q2_K] = deq_q2_K,
+            [TQ_TENSOR_Q3_K] = deq_q3_K,
+            [TQ_TENSOR_Q4_K] = deq_q4_K,
+            [TQ_TENSOR_Q5_K] = deq_q5_K,
+            [TQ_TENSOR_Q6_K] = deq_q6_K,
+        },
+    .dot =
+        {
+            [TQ_TENSOR_F32] = dot_f32,
+            [TQ_TENSOR_F16] = dot_f16,
+            [TQ_TENSOR_BF16] = dot_bf16,
+            [TQ_TENSOR_Q4_0] = dot_q4_0,
+            [TQ_TENSOR_Q4_1] = dot_q4_1,
+            [TQ_TENSOR_Q5_0] = dot_q5_0,
+            [TQ_TENSOR_Q5_1] = dot_q5_1,
+            [TQ_TENSOR_Q8_0] = dot_q8_0,
+            [TQ_TENSOR_Q2_K] = dot_q2_K,
+            [TQ_TENSOR_Q3_K] = dot_q3_K,
+            [TQ_TENSOR_Q4_K] = dot_q4_K,
+            [TQ_TENSOR_Q5_K] = dot_q5_K,
+            [TQ_TENSOR_Q6_K] = dot_q6_K,
+        },
+    .gemm = gemm_avx512,
+};
