@@ -108,17 +108,19 @@ $(SHARED): $(LIB_OBJ)
 	ln -sf $(SONAME) $(BUILD)/libtqai.so
 
 $(BUILD)/tqai: $(TOOL_OBJ) $(ENGINE) $(STATIC)
-	$(CC) $(CFLAGS_ALL) -o $@ $(TOOL_OBJ) $(ENGINE) $(STATIC) $(ENGINE_LIBS) $(LDLIBS)
+	$(CC) $(CFLAGS_ALL) -o $@ $(TOOL_OBJ) $(ENGINE) $(STATIC) $(ENGINE_LIBS) -ljson-c $(LDLIBS)
 
-$(BUILD)/tests/%: tests/%.c tests/test.h $(STATIC)
+$(BUILD)/tests/%: tests/%.c tests/test.h $(ENGINE) $(STATIC)
 	@mkdir -p $(dir $@)
 	@mkdir -p $(BUILD)/obj/tests
-	$(CC) $(CFLAGS_ALL) $(SIMD_DEFS) -Itests -MMD -MP -MF $(BUILD)/obj/tests/$*.d -o $@ $< $(STATIC) $(LDLIBS)
+	$(CC) $(CFLAGS_ALL) $(SIMD_DEFS) -Itests -MMD -MP -MF $(BUILD)/obj/tests/$*.d -o $@ $< \
+	  $(ENGINE) $(STATIC) $(ENGINE_LIBS) $(LDLIBS)
 
-$(BUILD)/bench/%: bench/%.c $(STATIC)
+$(BUILD)/bench/%: bench/%.c $(ENGINE) $(STATIC)
 	@mkdir -p $(dir $@)
 	@mkdir -p $(BUILD)/obj/bench
-	$(CC) $(CFLAGS_ALL) $(SIMD_DEFS) -MMD -MP -MF $(BUILD)/obj/bench/$*.d -o $@ $< $(STATIC) $(LDLIBS)
+	$(CC) $(CFLAGS_ALL) $(SIMD_DEFS) -MMD -MP -MF $(BUILD)/obj/bench/$*.d -o $@ $< \
+	  $(ENGINE) $(STATIC) $(ENGINE_LIBS) $(LDLIBS)
 
 # Runs every test program, then the tool's own checks; the last line is the
 # total "N passed, N failed".
@@ -220,6 +222,21 @@ $(FUZZ_BUILD)/seedgen_gguf: fuzz/fuzz_gguf.c $(FUZZ_GGUF_OBJ)
 	@mkdir -p $(FUZZ_BUILD)/obj/fuzz
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -DTQ_FUZZ_SEEDGEN -MMD -MP \
 	  -MF $(FUZZ_BUILD)/obj/fuzz/seedgen_gguf.d -o $@ $< $(FUZZ_GGUF_OBJ) $(LDLIBS)
+
+# fuzz_tokenizer: the tokenizer is engine code and needs PCRE2; the fuzzer
+# takes the engine's and the core library's objects, its seed generator none.
+FUZZ_ENGINE_OBJ := $(patsubst %.c,$(FUZZ_BUILD)/obj/%.o,$(ENGINE_SRC))
+
+$(FUZZ_BUILD)/fuzz_tokenizer: fuzz/fuzz_tokenizer.c $(FUZZ_ENGINE_OBJ) $(FUZZ_LIB_OBJ)
+	@mkdir -p $(FUZZ_BUILD)/obj/fuzz
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -MMD -MP \
+	  -MF $(FUZZ_BUILD)/obj/fuzz/fuzz_tokenizer.d -o $@ $< $(FUZZ_ENGINE_OBJ) $(FUZZ_LIB_OBJ) \
+	  $(ENGINE_LIBS) $(LDLIBS)
+
+$(FUZZ_BUILD)/seedgen_tokenizer: fuzz/fuzz_tokenizer.c
+	@mkdir -p $(FUZZ_BUILD)/obj/fuzz
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -DTQ_FUZZ_SEEDGEN -MMD -MP \
+	  -MF $(FUZZ_BUILD)/obj/fuzz/seedgen_tokenizer.d -o $@ $<
 
 fuzz-run: $(FUZZ_BIN)
 	@for f in $(FUZZ_BIN); do \

@@ -67,12 +67,6 @@ static inline uint32_t min_u32(uint32_t a, uint32_t b) { return a < b ? a : b; }
 /* Heads per group for the r heads still to do: 8, 4, or all of r < 4. */
 static inline uint32_t head_group(uint32_t r) { return r >= 8 ? 8 : r >= 4 ? 4 : r; }
 
-static inline float load_norm(const uint8_t *rec) {
-  uint16_t h;
-  memcpy(&h, rec, 2);
-  return _cvtsh_ss(h);
-}
-
 /* Prefetches [p, p + bytes) into the cache, one request per 64-byte line:
  * records and rows a little ahead of their use, so that the loads of a
  * chunk streaming from memory overlap the arithmetic. */
@@ -719,6 +713,29 @@ static void avx512_score_f16(const float *q, uint32_t G, uint32_t d, const uint1
   }
 }
 
+/* The token loop of accum_f16_pass; PARTIAL: the last vector is d's tail
+ * (masked loads of its row elements). */
+TQ_INLINE void accum_f16_tokens(const float *w, uint32_t d, const uint16_t *vrows, size_t stride,
+                                uint32_t n, uint32_t v0, __mmask16 ml, __m512 (*a)[16],
+                                const uint32_t GH, const uint32_t W, const int PARTIAL) {
+  enum { MAXW = 16 };
+  for (uint32_t t = 0; t < n; t++) {
+    const uint16_t *row = vrows + (size_t)t * stride + 16 * v0;
+    /* The first pass prefetches whole rows, for the later passes too. */
+    if (v0 == 0 && t + 8 < n) prefetch_range(row + 8 * stride, (size_t)d * 2);
+    __m512 x[MAXW];
+#pragma GCC unroll 16
+    for (uint32_t v = 0; v < W; v++)
+      x[v] = PARTIAL && v + 1 == W ? load_f16_lanes(row + 16 * v, ml) : load_f16x16(row + 16 * v);
+#pragma GCC unroll 8
+    for (uint32_t g = 0; g < GH; g++) {
+      const __m512 s = _mm512_set1_ps(w[(size_t)g * n + t]);
+#pragma GCC unroll 16
+      for (uint32_t v = 0; v < W; v++) a[g][v] = _mm512_fmadd_ps(s, x[v], a[g][v]);
+    }
+  }
+}
+
 /* acc rows += the GH heads' weights times the fp16 rows, for the W vectors
  * of dimensions from 16 * v0 (the last may be d's partial tail). */
 TQ_INLINE void accum_f16_pass(const float *w, uint32_t d, const uint16_t *vrows, size_t stride,
@@ -733,20 +750,8 @@ TQ_INLINE void accum_f16_pass(const float *w, uint32_t d, const uint16_t *vrows,
 #pragma GCC unroll 16
     for (uint32_t v = 0; v < W; v++)
       a[g][v] = _mm512_maskz_loadu_ps(v + 1 < W ? 0xffff : ml, acc + (size_t)g * d + 16 * (v0 + v));
-  for (uint32_t t = 0; t < n; t++) {
-    const uint16_t *row = vrows + (size_t)t * stride + 16 * v0;
-    if (v0 == 0 && t + 8 < n) prefetch_range(vrows + (size_t)(t + 8) * stride, (size_t)d * 2);
-    __m512 x[MAXW];
-#pragma GCC unroll 16
-    for (uint32_t v = 0; v + 1 < W; v++) x[v] = load_f16x16(row + 16 * v);
-    x[W - 1] = last == 16 ? load_f16x16(row + 16 * (W - 1)) : load_f16_lanes(row + 16 * (W - 1), ml);
-#pragma GCC unroll 8
-    for (uint32_t g = 0; g < GH; g++) {
-      const __m512 s = _mm512_set1_ps(w[(size_t)g * n + t]);
-#pragma GCC unroll 16
-      for (uint32_t v = 0; v < W; v++) a[g][v] = _mm512_fmadd_ps(s, x[v], a[g][v]);
-    }
-  }
+  if (last == 16) accum_f16_tokens(w, d, vrows, stride, n, v0, ml, a, GH, W, 0);
+  else accum_f16_tokens(w, d, vrows, stride, n, v0, ml, a, GH, W, 1);
 #pragma GCC unroll 8
   for (uint32_t g = 0; g < GH; g++)
 #pragma GCC unroll 16

@@ -6,12 +6,13 @@
  * with sixteen registers:
  * - every type is read in units of 32 consecutive elements (a 32-element
  *   block, or one of the 8 groups of 32 of a K-quant super-block whose
- *   scales are unpacked once per super-block), four vectors each;
+ *   scales are unpacked once per super-block), four vectors each; 4-bit
+ *   quants are widened to dwords straight from memory (vpmovzxbd m64) and
+ *   split there; per-block factors are broadcast from memory;
  * - the fused dot kernels keep 4 accumulator chains per token for one or two
  *   tokens, 2 for three or four;
  * - the float tile kernel works on 4 rows x 3 tokens (12 accumulators);
- * - Q5 fifth bits are spread to bytes by a byte shuffle and a compare
- *   against the bit pattern 1, 2, ..., 128.
+ * - Q5 fifth bits are moved to bit 4 of each lane by variable shifts.
  * Results match the scalar reference to float rounding (fused multiply-adds,
  * eight-lane sums).
  */
@@ -62,85 +63,131 @@ TQ_INLINE __m256 reduce8(const __m256 *v) {
 }
 
 /* ------------------------------------------------------------------------ */
-/* Units of 32 elements -> w[0..3]                                           */
+/* 32-element blocks -> w[0..3]                                              */
 /* ------------------------------------------------------------------------ */
 
-/* Low and high nibbles of 16 bytes, as bytes. */
-static inline void nibbles(__m128i q, __m128i *lo, __m128i *hi) {
-  const __m128i m = _mm_set1_epi8(15);
-  *lo = _mm_and_si128(q, m);
-  *hi = _mm_and_si128(_mm_srli_epi16(q, 4), m);
+/* Blocks per scale chunk: fp16 scales are copied out of the blocks with
+ * scalar moves, converted 8 at a time into a stack array and broadcast from
+ * there (vbroadcastss m32 is a pure load; in registers it would cost
+ * shuffle-port uops, the port the widening instructions need). */
+#define CHUNK 64
+
+/* Forces the scale arrays through memory (see above). */
+#define SCALES_IN_MEMORY(p) __asm__ __volatile__("" : : "r"(p) : "memory")
+
+/* The fp16 field at byte `off` of n blocks of bb bytes, as floats times f. */
+static inline void block_f16(const uint8_t *blocks, size_t bb, size_t off, size_t n, float f,
+                             float *out) {
+  uint16_t h[CHUNK + 8];
+  for (size_t i = 0; i < n; i++) memcpy(&h[i], blocks + i * bb + off, 2);
+  const __m256 fv = _mm256_set1_ps(f);
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_cvtph_ps(load128(h + i)), fv));
+  for (; i < n; i++) out[i] = _cvtsh_ss(h[i]) * f;
 }
 
-/* Bits 0-15 of u as bytes 0 or 16 (byte j from bit j). */
-static inline __m128i bits_to_16(uint32_t u) {
-  const __m128i spread = _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
-  const __m128i bit = _mm_setr_epi8(1, 2, 4, 8, 16, 32, 64, -128, 1, 2, 4, 8, 16, 32, 64, -128);
-  __m128i v = _mm_shuffle_epi8(_mm_cvtsi32_si128((int)u), spread);
-  v = _mm_cmpeq_epi8(_mm_and_si128(v, bit), bit);
-  return _mm_and_si128(v, _mm_set1_epi8(16));
+/* Per-block factors of a chunk: w = q * d[i] + m[i] for the unsigned 4- or
+ * 5-bit q (m = -8 d for Q4_0 and -16 d for Q5_0: one rounding, as ggml's
+ * (q - 8) * d); Q8_0 uses d only. */
+typedef void (*prep32_fn)(const uint8_t *blocks, size_t n, float *d, float *m);
+typedef void (*vec32_fn)(const uint8_t *blk, const float *d, const float *m, __m256 *w);
+
+TQ_INLINE void prep_q4_0(const uint8_t *b, size_t n, float *d, float *m) {
+  block_f16(b, sizeof(tq_block_q4_0), 0, n, 1.0f, d);
+  block_f16(b, sizeof(tq_block_q4_0), 0, n, -8.0f, m);
+}
+TQ_INLINE void prep_q4_1(const uint8_t *b, size_t n, float *d, float *m) {
+  block_f16(b, sizeof(tq_block_q4_1), 0, n, 1.0f, d);
+  block_f16(b, sizeof(tq_block_q4_1), 2, n, 1.0f, m);
+}
+TQ_INLINE void prep_q5_0(const uint8_t *b, size_t n, float *d, float *m) {
+  block_f16(b, sizeof(tq_block_q5_0), 0, n, 1.0f, d);
+  block_f16(b, sizeof(tq_block_q5_0), 0, n, -16.0f, m);
+}
+TQ_INLINE void prep_q5_1(const uint8_t *b, size_t n, float *d, float *m) {
+  block_f16(b, sizeof(tq_block_q5_1), 0, n, 1.0f, d);
+  block_f16(b, sizeof(tq_block_q5_1), 2, n, 1.0f, m);
+}
+TQ_INLINE void prep_q8_0(const uint8_t *b, size_t n, float *d, float *m) {
+  (void)m;
+  block_f16(b, sizeof(tq_block_q8_0), 0, n, 1.0f, d);
 }
 
-/* Q5_0 / Q5_1: the 32 values 0..31 as bytes (lo: elements 0-15, hi: 16-31). */
-static inline void q5_bytes(const uint8_t *qh4, const uint8_t *qs, __m128i *lo, __m128i *hi) {
+/* 8 bytes widened to dwords (one vpmovzxbd from memory). */
+static inline __m256i u8x8(const uint8_t *p) {
+  return _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)p));
+}
+
+/* The 32 nibbles of qs as dwords: q[0] elements 0-7, q[1] 8-15 (low
+ * nibbles of bytes 0-15), q[2] 16-23, q[3] 24-31 (high nibbles). */
+static inline void nibbles32(const uint8_t *qs, __m256i *q) {
+  const __m256i v0 = u8x8(qs), v1 = u8x8(qs + 8), m4 = _mm256_set1_epi32(15);
+  q[0] = _mm256_and_si256(v0, m4);
+  q[1] = _mm256_and_si256(v1, m4);
+  q[2] = _mm256_srli_epi32(v0, 4);
+  q[3] = _mm256_srli_epi32(v1, 4);
+}
+
+/* Or 16 into the elements whose bit of the little-endian qh is set: vector
+ * i holds elements 8 i .. 8 i + 7; qh shifted so that bit 8 i + lane lands
+ * on bit 4 of that lane. */
+static inline void fifth_bits(const uint8_t *qh4, __m256i *q) {
   uint32_t qh;
   memcpy(&qh, qh4, 4);
-  nibbles(load128(qs), lo, hi);
-  *lo = _mm_or_si128(*lo, bits_to_16(qh & 0xffffu));
-  *hi = _mm_or_si128(*hi, bits_to_16(qh >> 16));
+  const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), b4 = _mm256_set1_epi32(16);
+  const __m256i lo = _mm256_set1_epi32((int)(qh << 4)), hi = _mm256_set1_epi32((int)(qh >> 12));
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; i++) {
+    const __m256i src = i < 2 ? lo : hi;
+    const __m256i sh = _mm256_add_epi32(lanes, _mm256_set1_epi32(8 * (i & 1)));
+    q[i] = _mm256_or_si256(q[i], _mm256_and_si256(_mm256_srlv_epi32(src, sh), b4));
+  }
 }
 
-/* Four vectors q * d from 32 signed bytes (lo: 0-15, hi: 16-31). */
-static inline void scale4(__m128i lo, __m128i hi, __m256 d, __m256 *w) {
-  w[0] = _mm256_mul_ps(i8_lo(lo), d);
-  w[1] = _mm256_mul_ps(i8_hi(lo), d);
-  w[2] = _mm256_mul_ps(i8_lo(hi), d);
-  w[3] = _mm256_mul_ps(i8_hi(hi), d);
+TQ_INLINE void affine4(const __m256i *q, const float *d, const float *m, __m256 *w) {
+  const __m256 dv = _mm256_set1_ps(*d), mv = _mm256_set1_ps(*m);
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; i++) w[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q[i]), dv, mv);
 }
 
-/* Four vectors q * d + m. */
-static inline void affine4(__m128i lo, __m128i hi, __m256 d, __m256 m, __m256 *w) {
-  w[0] = _mm256_fmadd_ps(i8_lo(lo), d, m);
-  w[1] = _mm256_fmadd_ps(i8_hi(lo), d, m);
-  w[2] = _mm256_fmadd_ps(i8_lo(hi), d, m);
-  w[3] = _mm256_fmadd_ps(i8_hi(hi), d, m);
+TQ_INLINE void vec_q4_0(const uint8_t *p, const float *d, const float *m, __m256 *w) {
+  __m256i q[4];
+  nibbles32(((const tq_block_q4_0 *)(const void *)p)->qs, q);
+  affine4(q, d, m, w);
 }
 
-typedef void (*vec32_fn)(const uint8_t *blk, __m256 *w);
-
-TQ_INLINE void vec_q4_0(const uint8_t *p, __m256 *w) {
-  const tq_block_q4_0 *b = (const tq_block_q4_0 *)(const void *)p;
-  const __m128i e = _mm_set1_epi8(8);
-  __m128i lo, hi;
-  nibbles(load128(b->qs), &lo, &hi);
-  scale4(_mm_sub_epi8(lo, e), _mm_sub_epi8(hi, e), _mm256_set1_ps(h2f(b->d)), w);
+TQ_INLINE void vec_q4_1(const uint8_t *p, const float *d, const float *m, __m256 *w) {
+  __m256i q[4];
+  nibbles32(((const tq_block_q4_1 *)(const void *)p)->qs, q);
+  affine4(q, d, m, w);
 }
 
-TQ_INLINE void vec_q4_1(const uint8_t *p, __m256 *w) {
-  const tq_block_q4_1 *b = (const tq_block_q4_1 *)(const void *)p;
-  __m128i lo, hi;
-  nibbles(load128(b->qs), &lo, &hi);
-  affine4(lo, hi, _mm256_set1_ps(h2f(b->d)), _mm256_set1_ps(h2f(b->m)), w);
-}
-
-TQ_INLINE void vec_q5_0(const uint8_t *p, __m256 *w) {
+TQ_INLINE void vec_q5_0(const uint8_t *p, const float *d, const float *m, __m256 *w) {
   const tq_block_q5_0 *b = (const tq_block_q5_0 *)(const void *)p;
-  const __m128i e = _mm_set1_epi8(16);
-  __m128i lo, hi;
-  q5_bytes(b->qh, b->qs, &lo, &hi);
-  scale4(_mm_sub_epi8(lo, e), _mm_sub_epi8(hi, e), _mm256_set1_ps(h2f(b->d)), w);
+  __m256i q[4];
+  nibbles32(b->qs, q);
+  fifth_bits(b->qh, q);
+  affine4(q, d, m, w);
 }
 
-TQ_INLINE void vec_q5_1(const uint8_t *p, __m256 *w) {
+TQ_INLINE void vec_q5_1(const uint8_t *p, const float *d, const float *m, __m256 *w) {
   const tq_block_q5_1 *b = (const tq_block_q5_1 *)(const void *)p;
-  __m128i lo, hi;
-  q5_bytes(b->qh, b->qs, &lo, &hi);
-  affine4(lo, hi, _mm256_set1_ps(h2f(b->d)), _mm256_set1_ps(h2f(b->m)), w);
+  __m256i q[4];
+  nibbles32(b->qs, q);
+  fifth_bits(b->qh, q);
+  affine4(q, d, m, w);
 }
 
-TQ_INLINE void vec_q8_0(const uint8_t *p, __m256 *w) {
+TQ_INLINE void vec_q8_0(const uint8_t *p, const float *d, const float *m, __m256 *w) {
+  (void)m;
   const tq_block_q8_0 *b = (const tq_block_q8_0 *)(const void *)p;
-  scale4(load128(b->qs), load128(b->qs + 16), _mm256_set1_ps(h2f(b->d)), w);
+  const __m256 dv = _mm256_set1_ps(*d);
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; i++) {
+    const __m256i v = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(b->qs + 8 * i)));
+    w[i] = _mm256_mul_ps(_mm256_cvtepi32_ps(v), dv);
+  }
 }
 
 /* Accumulator chains per token: 4 for one or two tokens, 2 for more (the
@@ -169,27 +216,42 @@ TQ_INLINE void store_sums(__m256 (*acc)[4], float *y, size_t ldy, const uint32_t
   }
 }
 
-TQ_INLINE void dot32(const uint8_t *row, size_t nb, size_t bb, vec32_fn vf, const float *x,
-                     size_t ldx, float *y, size_t ldy, const uint32_t NT) {
+TQ_INLINE void dot32(const uint8_t *row, size_t nb, size_t bb, prep32_fn prep, vec32_fn vf,
+                     const float *x, size_t ldx, float *y, size_t ldy, const uint32_t NT) {
   __m256 acc[TQ_DOT_MAX_TOKENS][4];
 #pragma GCC unroll 4
   for (uint32_t t = 0; t < NT; t++)
 #pragma GCC unroll 4
     for (int j = 0; j < 4; j++) acc[t][j] = _mm256_setzero_ps();
-  for (size_t i = 0; i < nb; i++) {
-    __m256 w[4];
-    vf(row + i * bb, w);
-    fma_unit(acc, w, x, ldx, 32 * i, NT);
+  float d[CHUNK], m[CHUNK];
+  for (size_t c0 = 0; c0 < nb; c0 += CHUNK) {
+    const size_t n = nb - c0 < CHUNK ? nb - c0 : CHUNK;
+    const uint8_t *blk = row + c0 * bb;
+    prep(blk, n, d, m);
+    SCALES_IN_MEMORY(d);
+    for (size_t i = 0; i < n; i++) {
+      __m256 w[4];
+      vf(blk + i * bb, d + i, m + i, w);
+      fma_unit(acc, w, x, ldx, 32 * (c0 + i), NT);
+    }
   }
   store_sums(acc, y, ldy, NT);
 }
 
-TQ_INLINE void deq32(const uint8_t *blocks, size_t nb, size_t bb, vec32_fn vf, float *dst) {
-  for (size_t i = 0; i < nb; i++) {
-    __m256 w[4];
-    vf(blocks + i * bb, w);
+TQ_INLINE void deq32(const uint8_t *blocks, size_t nb, size_t bb, prep32_fn prep, vec32_fn vf,
+                     float *dst) {
+  float d[CHUNK], m[CHUNK];
+  for (size_t c0 = 0; c0 < nb; c0 += CHUNK) {
+    const size_t n = nb - c0 < CHUNK ? nb - c0 : CHUNK;
+    const uint8_t *blk = blocks + c0 * bb;
+    prep(blk, n, d, m);
+    SCALES_IN_MEMORY(d);
+    for (size_t i = 0; i < n; i++) {
+      __m256 w[4];
+      vf(blk + i * bb, d + i, m + i, w);
 #pragma GCC unroll 4
-    for (int j = 0; j < 4; j++) _mm256_storeu_ps(dst + 32 * i + 8 * j, w[j]);
+      for (int j = 0; j < 4; j++) _mm256_storeu_ps(dst + 32 * (c0 + i) + 8 * j, w[j]);
+    }
   }
 }
 
@@ -197,15 +259,16 @@ TQ_INLINE void deq32(const uint8_t *blocks, size_t nb, size_t bb, vec32_fn vf, f
   static void dot_##NAME(const void *w, size_t nb, const float *x, size_t ldx, uint32_t nt,  \
                          float *y, size_t ldy) {                                              \
     const uint8_t *row = w;                                                                   \
+    const size_t bb = sizeof(BLOCK);                                                          \
     switch (nt) {                                                                             \
-      case 1: dot32(row, nb, sizeof(BLOCK), vec_##NAME, x, ldx, y, ldy, 1); break;            \
-      case 2: dot32(row, nb, sizeof(BLOCK), vec_##NAME, x, ldx, y, ldy, 2); break;            \
-      case 3: dot32(row, nb, sizeof(BLOCK), vec_##NAME, x, ldx, y, ldy, 3); break;            \
-      default: dot32(row, nb, sizeof(BLOCK), vec_##NAME, x, ldx, y, ldy, 4); break;           \
+      case 1: dot32(row, nb, bb, prep_##NAME, vec_##NAME, x, ldx, y, ldy, 1); break;          \
+      case 2: dot32(row, nb, bb, prep_##NAME, vec_##NAME, x, ldx, y, ldy, 2); break;          \
+      case 3: dot32(row, nb, bb, prep_##NAME, vec_##NAME, x, ldx, y, ldy, 3); break;          \
+      default: dot32(row, nb, bb, prep_##NAME, vec_##NAME, x, ldx, y, ldy, 4); break;         \
     }                                                                                         \
   }                                                                                           \
   static void deq_##NAME(const void *blocks, float *dst, size_t nb) {                        \
-    deq32(blocks, nb, sizeof(BLOCK), vec_##NAME, dst);                                        \
+    deq32(blocks, nb, sizeof(BLOCK), prep_##NAME, vec_##NAME, dst);                           \
   }
 
 DEF_BLOCK32(q4_0, tq_block_q4_0)
@@ -232,6 +295,13 @@ static inline uint32_t load_u32(const uint8_t *p) {
   uint32_t v;
   memcpy(&v, p, 4);
   return v;
+}
+
+/* Low and high nibbles of 16 bytes, as bytes. */
+static inline void nibbles(__m128i q, __m128i *lo, __m128i *hi) {
+  const __m128i m = _mm_set1_epi8(15);
+  *lo = _mm_and_si128(q, m);
+  *hi = _mm_and_si128(_mm_srli_epi16(q, 4), m);
 }
 
 /* 8 unsigned bytes (two little-endian words) times f into 8 floats. */
@@ -262,23 +332,30 @@ TQ_INLINE void prep_q4_K(const uint8_t *p, kscale *ks) {
   k4_prep(b->scales, h2f(b->d), h2f(b->dmin), ks);
 }
 
-/* Four vectors q * a - m from 32 unsigned bytes (lo: 0-15, hi: 16-31). */
-static inline void affine_sub4(__m128i lo, __m128i hi, float a, float m, __m256 *w) {
+/* Four vectors q * a - m from dwords. */
+static inline void affine_sub4(const __m256i *q, float a, float m, __m256 *w) {
   const __m256 av = _mm256_set1_ps(a), mv = _mm256_set1_ps(m);
-  w[0] = _mm256_fmsub_ps(i8_lo(lo), av, mv);
-  w[1] = _mm256_fmsub_ps(i8_hi(lo), av, mv);
-  w[2] = _mm256_fmsub_ps(i8_lo(hi), av, mv);
-  w[3] = _mm256_fmsub_ps(i8_hi(hi), av, mv);
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; i++) w[i] = _mm256_fmsub_ps(_mm256_cvtepi32_ps(q[i]), av, mv);
 }
 
-/* Unit u = sub-block u: nibble u & 1 of qs[32 (u / 2) + l]. */
+/* Nibble u & 1 of qs[32 (u / 2) + l], l < 32, as four vectors of dwords. */
+static inline void k4_nibbles(const uint8_t *qs, uint32_t u, __m256i *q) {
+  const uint8_t *p = qs + 32 * (u >> 1);
+  const __m256i m4 = _mm256_set1_epi32(15);
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; i++) {
+    const __m256i v = u8x8(p + 8 * i);
+    q[i] = (u & 1) ? _mm256_srli_epi32(v, 4) : _mm256_and_si256(v, m4);
+  }
+}
+
+/* Unit u = sub-block u. */
 TQ_INLINE void vec_q4_K(const uint8_t *p, uint32_t u, const kscale *ks, __m256 *w) {
   const tq_block_q4_K *b = (const tq_block_q4_K *)(const void *)p;
-  const __m128i sh = _mm_cvtsi32_si128((int)(4 * (u & 1))), m = _mm_set1_epi8(15);
-  const uint8_t *q = b->qs + 32 * (u >> 1);
-  __m128i lo = _mm_and_si128(_mm_srl_epi16(load128(q), sh), m);
-  __m128i hi = _mm_and_si128(_mm_srl_epi16(load128(q + 16), sh), m);
-  affine_sub4(lo, hi, ks->a[u], ks->b[u], w);
+  __m256i q[4];
+  k4_nibbles(b->qs, u, q);
+  affine_sub4(q, ks->a[u], ks->b[u], w);
 }
 
 TQ_INLINE void prep_q5_K(const uint8_t *p, kscale *ks) {
@@ -286,22 +363,19 @@ TQ_INLINE void prep_q5_K(const uint8_t *p, kscale *ks) {
   k4_prep(b->scales, h2f(b->d), h2f(b->dmin), ks);
 }
 
-/* Bit s of each byte of v, moved to bit 4. */
-static inline __m128i bit_to_16(__m128i v, uint32_t s) {
-  __m128i b = _mm_and_si128(_mm_srl_epi16(v, _mm_cvtsi32_si128((int)s)), _mm_set1_epi8(1));
-  return _mm_slli_epi16(b, 4);
-}
-
 /* As Q4_K, plus 16 where bit u of qh[l] is set. */
 TQ_INLINE void vec_q5_K(const uint8_t *p, uint32_t u, const kscale *ks, __m256 *w) {
   const tq_block_q5_K *b = (const tq_block_q5_K *)(const void *)p;
-  const __m128i sh = _mm_cvtsi32_si128((int)(4 * (u & 1))), m = _mm_set1_epi8(15);
-  const uint8_t *q = b->qs + 32 * (u >> 1);
-  __m128i lo = _mm_and_si128(_mm_srl_epi16(load128(q), sh), m);
-  __m128i hi = _mm_and_si128(_mm_srl_epi16(load128(q + 16), sh), m);
-  lo = _mm_or_si128(lo, bit_to_16(load128(b->qh), u));
-  hi = _mm_or_si128(hi, bit_to_16(load128(b->qh + 16), u));
-  affine_sub4(lo, hi, ks->a[u], ks->b[u], w);
+  __m256i q[4];
+  k4_nibbles(b->qs, u, q);
+  const __m128i sh = _mm_cvtsi32_si128((int)u);
+  const __m256i b4 = _mm256_set1_epi32(16);
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; i++) {
+    const __m256i h = _mm256_slli_epi32(_mm256_srl_epi32(u8x8(b->qh + 8 * i), sh), 4);
+    q[i] = _mm256_or_si256(q[i], _mm256_and_si256(h, b4));
+  }
+  affine_sub4(q, ks->a[u], ks->b[u], w);
 }
 
 TQ_INLINE void prep_q6_K(const uint8_t *p, kscale *ks) {
@@ -311,7 +385,8 @@ TQ_INLINE void prep_q6_K(const uint8_t *p, kscale *ks) {
 
 /* Unit u: h = u / 4, k = u % 4; low 4 bits from ql[64 h + 32 (k & 1) + l]
  * (nibble k / 2), high 2 bits (qh[32 h + l] >> 2 k) & 3; sub-blocks
- * 8 h + 2 k (l < 16) and 8 h + 2 k + 1. */
+ * 8 h + 2 k (l < 16) and 8 h + 2 k + 1. Bytes assembled in 128-bit
+ * registers (q - 32 fits a signed byte), then widened. */
 TQ_INLINE void vec_q6_K(const uint8_t *p, uint32_t u, const kscale *ks, __m256 *w) {
   const tq_block_q6_K *b = (const tq_block_q6_K *)(const void *)p;
   const uint32_t h = u >> 2, k = u & 3;
@@ -400,6 +475,7 @@ TQ_INLINE void dotk(const uint8_t *row, size_t nb, size_t bb, kprep_fn prep, kve
     const uint8_t *blk = row + i * bb;
     kscale ks;
     prep(blk, &ks);
+    SCALES_IN_MEMORY(&ks);
 #pragma GCC unroll 8
     for (uint32_t u = 0; u < 8; u++) {
       __m256 w[4];
@@ -416,6 +492,7 @@ TQ_INLINE void deqk(const uint8_t *blocks, size_t nb, size_t bb, kprep_fn prep, 
     const uint8_t *blk = blocks + i * bb;
     kscale ks;
     prep(blk, &ks);
+    SCALES_IN_MEMORY(&ks);
 #pragma GCC unroll 8
     for (uint32_t u = 0; u < 8; u++) {
       __m256 w[4];

@@ -8,11 +8,15 @@
  * _mm512_fmadd_ps; the file is compiled with -ffp-contract=off).
  *
  * Every type is read in units whose elements come out as whole vectors:
- * - 32-element blocks (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0): two vectors, the
- *   nibbles (and fifth bits) split in 128-bit registers, then widened;
+ * - 32-element blocks (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0): two vectors; the
+ *   16 quant bytes widened to dwords once, nibbles split there (mask,
+ *   shift), fifth bits or-ed in under a mask register; the fp16 scales of
+ *   up to CHUNK blocks converted in a prepass (see block_f16);
  * - K-quant super-blocks: per super-block the 8 or 16 sub-block scales
- *   (and mins) are unpacked once into floats, then four groups of 64
- *   consecutive elements, four vectors each;
+ *   (and mins) are unpacked once into floats, then units of 64 (128 for
+ *   Q6_K) consecutive elements, four (eight) vectors each;
+ * - every per-block factor is broadcast from memory (a load, not a shuffle:
+ *   the shuffle port is the one the widening instructions need);
  * - F32 / F16 / BF16: one vector per 16 elements, masked at the row's end.
  * The same unit functions serve the fused dot kernels (dequantized in
  * registers and multiplied with up to TQ_DOT_MAX_TOKENS tokens' x as they
@@ -82,103 +86,158 @@ TQ_INLINE __m512 reduce16(const __m512 *v) {
 /* 32-element blocks: block -> w[0] (elements 0-15), w[1] (16-31)            */
 /* ------------------------------------------------------------------------ */
 
-typedef void (*vec32_fn)(const uint8_t *blk, __m512 *w);
+/* Blocks per scale chunk: the fp16 scales of up to CHUNK blocks are copied
+ * out of their blocks (scalar 16-bit moves, no vector-port work), converted
+ * 16 at a time, and kept in a stack array from which the block loop
+ * broadcasts them straight from memory (vbroadcastss m32 is a pure load,
+ * where converting and broadcasting each block's scale in registers costs
+ * four shuffle-port uops and made that port the bottleneck). */
+#define CHUNK 64
 
-/* Low and high nibbles of 16 bytes, as bytes. */
-static inline void nibbles(__m128i q, __m128i *lo, __m128i *hi) {
-  const __m128i m = _mm_set1_epi8(15);
-  *lo = _mm_and_si128(q, m);
-  *hi = _mm_and_si128(_mm_srli_epi16(q, 4), m);
+/* Forces the scale arrays through memory, so that they are broadcast from
+ * there rather than kept in (and broadcast from) registers. */
+#define SCALES_IN_MEMORY(p) __asm__ __volatile__("" : : "r"(p) : "memory")
+
+/* The fp16 field at byte `off` of n blocks of bb bytes, as floats times f. */
+static inline void block_f16(const uint8_t *blocks, size_t bb, size_t off, size_t n, float f,
+                             float *out) {
+  uint16_t h[CHUNK];
+  for (size_t i = 0; i < n; i++) memcpy(&h[i], blocks + i * bb + off, 2);
+  const __m512 fv = _mm512_set1_ps(f);
+  for (size_t i = 0; i < n; i += 16) {
+    const __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : first_lanes(n - i);
+    __m512 v = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, h + i)), fv);
+    _mm512_mask_storeu_ps(out + i, m, v);
+  }
 }
 
-/* Bit j of the 32-bit qh of a Q5 block at bit 4 of byte j (lo: j < 16,
- * hi: j >= 16): a mask register per half, then a masked or. */
-static inline void fifth_bits(const uint8_t *qh4, __m128i *lo, __m128i *hi) {
+/* Per-block factors of a chunk: w = q * d[i] + m[i], q the unsigned 4- or
+ * 5-bit value. The types without a min take m = -8 d (Q4_0) or -16 d (Q5_0):
+ * q * d - 8 d rounds once, exactly as ggml's (q - 8) * d. Q8_0 uses d only. */
+typedef void (*prep32_fn)(const uint8_t *blocks, size_t n, float *d, float *m);
+/* One block into w[0..1], given its factors. */
+typedef void (*vec32_fn)(const uint8_t *blk, const float *d, const float *m, __m512 *w);
+
+TQ_INLINE void prep_q4_0(const uint8_t *b, size_t n, float *d, float *m) {
+  block_f16(b, sizeof(tq_block_q4_0), 0, n, 1.0f, d);
+  block_f16(b, sizeof(tq_block_q4_0), 0, n, -8.0f, m);
+}
+TQ_INLINE void prep_q4_1(const uint8_t *b, size_t n, float *d, float *m) {
+  block_f16(b, sizeof(tq_block_q4_1), 0, n, 1.0f, d);
+  block_f16(b, sizeof(tq_block_q4_1), 2, n, 1.0f, m);
+}
+TQ_INLINE void prep_q5_0(const uint8_t *b, size_t n, float *d, float *m) {
+  block_f16(b, sizeof(tq_block_q5_0), 0, n, 1.0f, d);
+  block_f16(b, sizeof(tq_block_q5_0), 0, n, -16.0f, m);
+}
+TQ_INLINE void prep_q5_1(const uint8_t *b, size_t n, float *d, float *m) {
+  block_f16(b, sizeof(tq_block_q5_1), 0, n, 1.0f, d);
+  block_f16(b, sizeof(tq_block_q5_1), 2, n, 1.0f, m);
+}
+TQ_INLINE void prep_q8_0(const uint8_t *b, size_t n, float *d, float *m) {
+  (void)m;
+  block_f16(b, sizeof(tq_block_q8_0), 0, n, 1.0f, d);
+}
+
+/* The 16 bytes of qs widened to dwords once; low nibbles (elements 0-15)
+ * by a mask, high nibbles (16-31) by a shift. */
+static inline void nibbles32(const uint8_t *qs, __m512i *lo, __m512i *hi) {
+  const __m512i v = _mm512_cvtepu8_epi32(load128(qs));
+  *lo = _mm512_and_si512(v, _mm512_set1_epi32(15));
+  *hi = _mm512_srli_epi32(v, 4);
+}
+
+/* Adds 16 where bit j of the little-endian qh has element j's fifth bit. */
+static inline void fifth_bits(const uint8_t *qh4, __m512i *lo, __m512i *hi) {
   uint32_t qh;
   memcpy(&qh, qh4, 4);
-  const __m128i b4 = _mm_set1_epi8(16);
-  *lo = _mm_or_si128(*lo, _mm_maskz_mov_epi8((__mmask16)(qh & 0xffffu), b4));
-  *hi = _mm_or_si128(*hi, _mm_maskz_mov_epi8((__mmask16)(qh >> 16), b4));
+  const __m512i b4 = _mm512_set1_epi32(16);
+  *lo = _mm512_mask_or_epi32(*lo, (__mmask16)(qh & 0xffffu), *lo, b4);
+  *hi = _mm512_mask_or_epi32(*hi, (__mmask16)(qh >> 16), *hi, b4);
 }
 
-TQ_INLINE void vec_q4_0(const uint8_t *p, __m512 *w) {
-  const tq_block_q4_0 *b = (const tq_block_q4_0 *)(const void *)p;
-  const __m512 d = _mm512_set1_ps(h2f(b->d));
-  const __m128i e = _mm_set1_epi8(8);
-  __m128i lo, hi;
-  nibbles(load128(b->qs), &lo, &hi);
-  w[0] = _mm512_mul_ps(i8_ps(_mm_sub_epi8(lo, e)), d);
-  w[1] = _mm512_mul_ps(i8_ps(_mm_sub_epi8(hi, e)), d);
+TQ_INLINE void affine2(__m512i lo, __m512i hi, const float *d, const float *m, __m512 *w) {
+  const __m512 dv = _mm512_set1_ps(*d), mv = _mm512_set1_ps(*m);
+  w[0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(lo), dv, mv);
+  w[1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(hi), dv, mv);
 }
 
-TQ_INLINE void vec_q4_1(const uint8_t *p, __m512 *w) {
-  const tq_block_q4_1 *b = (const tq_block_q4_1 *)(const void *)p;
-  const __m512 d = _mm512_set1_ps(h2f(b->d)), m = _mm512_set1_ps(h2f(b->m));
-  __m128i lo, hi;
-  nibbles(load128(b->qs), &lo, &hi);
-  w[0] = _mm512_fmadd_ps(i8_ps(lo), d, m);
-  w[1] = _mm512_fmadd_ps(i8_ps(hi), d, m);
+TQ_INLINE void vec_q4_0(const uint8_t *p, const float *d, const float *m, __m512 *w) {
+  __m512i lo, hi;
+  nibbles32(((const tq_block_q4_0 *)(const void *)p)->qs, &lo, &hi);
+  affine2(lo, hi, d, m, w);
 }
 
-TQ_INLINE void vec_q5_0(const uint8_t *p, __m512 *w) {
+TQ_INLINE void vec_q4_1(const uint8_t *p, const float *d, const float *m, __m512 *w) {
+  __m512i lo, hi;
+  nibbles32(((const tq_block_q4_1 *)(const void *)p)->qs, &lo, &hi);
+  affine2(lo, hi, d, m, w);
+}
+
+TQ_INLINE void vec_q5_0(const uint8_t *p, const float *d, const float *m, __m512 *w) {
   const tq_block_q5_0 *b = (const tq_block_q5_0 *)(const void *)p;
-  const __m512 d = _mm512_set1_ps(h2f(b->d));
-  const __m128i e = _mm_set1_epi8(16);
-  __m128i lo, hi;
-  nibbles(load128(b->qs), &lo, &hi);
+  __m512i lo, hi;
+  nibbles32(b->qs, &lo, &hi);
   fifth_bits(b->qh, &lo, &hi);
-  w[0] = _mm512_mul_ps(i8_ps(_mm_sub_epi8(lo, e)), d);
-  w[1] = _mm512_mul_ps(i8_ps(_mm_sub_epi8(hi, e)), d);
+  affine2(lo, hi, d, m, w);
 }
 
-TQ_INLINE void vec_q5_1(const uint8_t *p, __m512 *w) {
+TQ_INLINE void vec_q5_1(const uint8_t *p, const float *d, const float *m, __m512 *w) {
   const tq_block_q5_1 *b = (const tq_block_q5_1 *)(const void *)p;
-  const __m512 d = _mm512_set1_ps(h2f(b->d)), m = _mm512_set1_ps(h2f(b->m));
-  __m128i lo, hi;
-  nibbles(load128(b->qs), &lo, &hi);
+  __m512i lo, hi;
+  nibbles32(b->qs, &lo, &hi);
   fifth_bits(b->qh, &lo, &hi);
-  w[0] = _mm512_fmadd_ps(i8_ps(lo), d, m);
-  w[1] = _mm512_fmadd_ps(i8_ps(hi), d, m);
+  affine2(lo, hi, d, m, w);
 }
 
-TQ_INLINE void vec_q8_0(const uint8_t *p, __m512 *w) {
+TQ_INLINE void vec_q8_0(const uint8_t *p, const float *d, const float *m, __m512 *w) {
+  (void)m;
   const tq_block_q8_0 *b = (const tq_block_q8_0 *)(const void *)p;
-  const __m512 d = _mm512_set1_ps(h2f(b->d));
-  w[0] = _mm512_mul_ps(i8_ps(load128(b->qs)), d);
-  w[1] = _mm512_mul_ps(i8_ps(load128(b->qs + 16)), d);
+  const __m512 dv = _mm512_set1_ps(*d);
+  w[0] = _mm512_mul_ps(i8_ps(load128(b->qs)), dv);
+  w[1] = _mm512_mul_ps(i8_ps(load128(b->qs + 16)), dv);
 }
 
-/* Fused dot of one row of nb blocks with NT tokens. Two blocks per step,
- * four accumulator chains per token. */
-TQ_INLINE void dot32(const uint8_t *row, size_t nb, size_t bb, vec32_fn vf, const float *x,
-                     size_t ldx, float *y, size_t ldy, const uint32_t NT) {
+/* Fused dot of one row of nb blocks with NT tokens: by chunks of CHUNK
+ * blocks (scales first), two blocks per step, four accumulator chains per
+ * token. */
+TQ_INLINE void dot32(const uint8_t *row, size_t nb, size_t bb, prep32_fn prep, vec32_fn vf,
+                     const float *x, size_t ldx, float *y, size_t ldy, const uint32_t NT) {
   __m512 acc[TQ_DOT_MAX_TOKENS][4];
 #pragma GCC unroll 4
   for (uint32_t t = 0; t < NT; t++)
 #pragma GCC unroll 4
     for (int j = 0; j < 4; j++) acc[t][j] = _mm512_setzero_ps();
-  size_t i = 0;
-  for (; i + 2 <= nb; i += 2) {
-    __m512 w[4];
-    vf(row + i * bb, w);
-    vf(row + (i + 1) * bb, w + 2);
+  float d[CHUNK], m[CHUNK];
+  for (size_t c0 = 0; c0 < nb; c0 += CHUNK) {
+    const size_t n = nb - c0 < CHUNK ? nb - c0 : CHUNK;
+    const uint8_t *blk = row + c0 * bb;
+    const float *xc = x + 32 * c0;
+    prep(blk, n, d, m);
+    SCALES_IN_MEMORY(d);
+    size_t i = 0;
+    for (; i + 2 <= n; i += 2) {
+      __m512 w[4];
+      vf(blk + i * bb, d + i, m + i, w);
+      vf(blk + (i + 1) * bb, d + i + 1, m + i + 1, w + 2);
 #pragma GCC unroll 4
-    for (uint32_t t = 0; t < NT; t++) {
-      const float *xt = x + t * ldx + 32 * i;
+      for (uint32_t t = 0; t < NT; t++) {
+        const float *xt = xc + t * ldx + 32 * i;
 #pragma GCC unroll 4
-      for (int j = 0; j < 4; j++)
-        acc[t][j] = _mm512_fmadd_ps(w[j], _mm512_loadu_ps(xt + 16 * j), acc[t][j]);
+        for (int j = 0; j < 4; j++)
+          acc[t][j] = _mm512_fmadd_ps(w[j], _mm512_loadu_ps(xt + 16 * j), acc[t][j]);
+      }
     }
-  }
-  if (i < nb) {
-    __m512 w[2];
-    vf(row + i * bb, w);
+    if (i < n) {
+      __m512 w[2];
+      vf(blk + i * bb, d + i, m + i, w);
 #pragma GCC unroll 4
-    for (uint32_t t = 0; t < NT; t++) {
-      const float *xt = x + t * ldx + 32 * i;
+      for (uint32_t t = 0; t < NT; t++) {
+        const float *xt = xc + t * ldx + 32 * i;
 #pragma GCC unroll 2
-      for (int j = 0; j < 2; j++)
-        acc[t][j] = _mm512_fmadd_ps(w[j], _mm512_loadu_ps(xt + 16 * j), acc[t][j]);
+        for (int j = 0; j < 2; j++)
+          acc[t][j] = _mm512_fmadd_ps(w[j], _mm512_loadu_ps(xt + 16 * j), acc[t][j]);
+      }
     }
   }
 #pragma GCC unroll 4
@@ -187,12 +246,20 @@ TQ_INLINE void dot32(const uint8_t *row, size_t nb, size_t bb, vec32_fn vf, cons
                                     _mm512_add_ps(acc[t][2], acc[t][3])));
 }
 
-TQ_INLINE void deq32(const uint8_t *blocks, size_t nb, size_t bb, vec32_fn vf, float *dst) {
-  for (size_t i = 0; i < nb; i++) {
-    __m512 w[2];
-    vf(blocks + i * bb, w);
-    _mm512_storeu_ps(dst + 32 * i, w[0]);
-    _mm512_storeu_ps(dst + 32 * i + 16, w[1]);
+TQ_INLINE void deq32(const uint8_t *blocks, size_t nb, size_t bb, prep32_fn prep, vec32_fn vf,
+                     float *dst) {
+  float d[CHUNK], m[CHUNK];
+  for (size_t c0 = 0; c0 < nb; c0 += CHUNK) {
+    const size_t n = nb - c0 < CHUNK ? nb - c0 : CHUNK;
+    const uint8_t *blk = blocks + c0 * bb;
+    prep(blk, n, d, m);
+    SCALES_IN_MEMORY(d);
+    for (size_t i = 0; i < n; i++) {
+      __m512 w[2];
+      vf(blk + i * bb, d + i, m + i, w);
+      _mm512_storeu_ps(dst + 32 * (c0 + i), w[0]);
+      _mm512_storeu_ps(dst + 32 * (c0 + i) + 16, w[1]);
+    }
   }
 }
 
@@ -202,15 +269,16 @@ TQ_INLINE void deq32(const uint8_t *blocks, size_t nb, size_t bb, vec32_fn vf, f
   static void dot_##NAME(const void *w, size_t nb, const float *x, size_t ldx, uint32_t nt,  \
                          float *y, size_t ldy) {                                              \
     const uint8_t *row = w;                                                                   \
+    const size_t bb = sizeof(BLOCK);                                                          \
     switch (nt) {                                                                             \
-      case 1: dot32(row, nb, sizeof(BLOCK), vec_##NAME, x, ldx, y, ldy, 1); break;            \
-      case 2: dot32(row, nb, sizeof(BLOCK), vec_##NAME, x, ldx, y, ldy, 2); break;            \
-      case 3: dot32(row, nb, sizeof(BLOCK), vec_##NAME, x, ldx, y, ldy, 3); break;            \
-      default: dot32(row, nb, sizeof(BLOCK), vec_##NAME, x, ldx, y, ldy, 4); break;           \
+      case 1: dot32(row, nb, bb, prep_##NAME, vec_##NAME, x, ldx, y, ldy, 1); break;          \
+      case 2: dot32(row, nb, bb, prep_##NAME, vec_##NAME, x, ldx, y, ldy, 2); break;          \
+      case 3: dot32(row, nb, bb, prep_##NAME, vec_##NAME, x, ldx, y, ldy, 3); break;          \
+      default: dot32(row, nb, bb, prep_##NAME, vec_##NAME, x, ldx, y, ldy, 4); break;         \
     }                                                                                         \
   }                                                                                           \
   static void deq_##NAME(const void *blocks, float *dst, size_t nb) {                        \
-    deq32(blocks, nb, sizeof(BLOCK), vec_##NAME, dst);                                        \
+    deq32(blocks, nb, sizeof(BLOCK), prep_##NAME, vec_##NAME, dst);                           \
   }
 
 DEF_BLOCK32(q4_0, tq_block_q4_0)
@@ -220,24 +288,45 @@ DEF_BLOCK32(q5_1, tq_block_q5_1)
 DEF_BLOCK32(q8_0, tq_block_q8_0)
 
 /* ------------------------------------------------------------------------ */
-/* K-quant super-blocks: scales once, then 4 groups of 64 elements           */
+/* K-quant super-blocks: scales once, then units of 4 or 8 vectors           */
 /* ------------------------------------------------------------------------ */
 
 /* Per super-block factors: w = q * a[s] - b[s] for sub-block s (b unused by
- * the types without mins). */
+ * the types without mins); for Q5_K also the fifth-bit bytes widened. */
 typedef struct kscale {
   float a[16];
   float b[16];
+  __m512i h[2];
 } kscale;
 
 typedef void (*kprep_fn)(const uint8_t *blk, kscale *ks);
-/* Elements 64 p .. 64 p + 63 of the super-block, p < 4, into w[0..3]. */
-typedef void (*kvec_fn)(const uint8_t *blk, uint32_t p, const kscale *ks, __m512 *w);
+/* Unit u of the super-block (VPU vectors = 16 VPU consecutive elements
+ * starting at 16 VPU u) into w[0..VPU-1]. */
+typedef void (*kvec_fn)(const uint8_t *blk, uint32_t u, const kscale *ks, __m512 *w);
 
 static inline uint32_t load_u32(const uint8_t *p) {
   uint32_t u;
   memcpy(&u, p, 4);
   return u;
+}
+
+/* Low and high nibbles of 16 bytes, as bytes. */
+static inline void nibbles(__m128i q, __m128i *lo, __m128i *hi) {
+  const __m128i m = _mm_set1_epi8(15);
+  *lo = _mm_and_si128(q, m);
+  *hi = _mm_and_si128(_mm_srli_epi16(q, 4), m);
+}
+
+/* v shifted so that its bit `bit` lands on bit `to` (compile-time after
+ * inlining: one immediate shift). */
+TQ_INLINE __m512i move_bit(__m512i v, const uint32_t bit, const uint32_t to) {
+  if (bit == to) return v;
+  return bit < to ? _mm512_slli_epi32(v, to - bit) : _mm512_srli_epi32(v, bit - to);
+}
+
+/* a | (b & c) in one vpternlogd. */
+static inline __m512i or_and(__m512i a, __m512i b, __m512i c) {
+  return _mm512_ternarylogic_epi32(a, b, c, 0xf8);
 }
 
 /* 8 unsigned bytes (two little-endian words) times f into 8 floats. */
@@ -264,90 +353,93 @@ TQ_INLINE void prep_q4_K(const uint8_t *p, kscale *ks) {
   k4_prep(b->scales, h2f(b->d), h2f(b->dmin), ks);
 }
 
+/* Unit g < 4: qs[32 g .. 32 g + 31] widened to dwords (two halves); low
+ * nibbles are sub-block 2 g, high nibbles 2 g + 1. */
 TQ_INLINE void vec_q4_K(const uint8_t *p, uint32_t g, const kscale *ks, __m512 *w) {
   const tq_block_q4_K *b = (const tq_block_q4_K *)(const void *)p;
-  __m128i lo0, hi0, lo1, hi1;
-  nibbles(load128(b->qs + 32 * g), &lo0, &hi0);
-  nibbles(load128(b->qs + 32 * g + 16), &lo1, &hi1);
+  const __m512i v0 = _mm512_cvtepu8_epi32(load128(b->qs + 32 * g));
+  const __m512i v1 = _mm512_cvtepu8_epi32(load128(b->qs + 32 * g + 16));
+  const __m512i m4 = _mm512_set1_epi32(15);
   const __m512 a0 = _mm512_set1_ps(ks->a[2 * g]), m0 = _mm512_set1_ps(ks->b[2 * g]);
   const __m512 a1 = _mm512_set1_ps(ks->a[2 * g + 1]), m1 = _mm512_set1_ps(ks->b[2 * g + 1]);
-  w[0] = _mm512_fmsub_ps(i8_ps(lo0), a0, m0);
-  w[1] = _mm512_fmsub_ps(i8_ps(lo1), a0, m0);
-  w[2] = _mm512_fmsub_ps(i8_ps(hi0), a1, m1);
-  w[3] = _mm512_fmsub_ps(i8_ps(hi1), a1, m1);
+  w[0] = _mm512_fmsub_ps(_mm512_cvtepi32_ps(_mm512_and_si512(v0, m4)), a0, m0);
+  w[1] = _mm512_fmsub_ps(_mm512_cvtepi32_ps(_mm512_and_si512(v1, m4)), a0, m0);
+  w[2] = _mm512_fmsub_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(v0, 4)), a1, m1);
+  w[3] = _mm512_fmsub_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(v1, 4)), a1, m1);
 }
 
 TQ_INLINE void prep_q5_K(const uint8_t *p, kscale *ks) {
   const tq_block_q5_K *b = (const tq_block_q5_K *)(const void *)p;
   k4_prep(b->scales, h2f(b->d), h2f(b->dmin), ks);
+  ks->h[0] = _mm512_cvtepu8_epi32(load128(b->qh));
+  ks->h[1] = _mm512_cvtepu8_epi32(load128(b->qh + 16));
 }
 
-/* Bit s of each byte of v, moved to bit 4 (s may be a run-time value). */
-static inline __m128i bit_to_16(__m128i v, uint32_t s) {
-  __m128i b = _mm_and_si128(_mm_srl_epi16(v, _mm_cvtsi32_si128((int)s)), _mm_set1_epi8(1));
-  return _mm_slli_epi16(b, 4);
-}
-
+/* As Q4_K, plus bit 2 g (low nibbles) or 2 g + 1 (high) of qh[l] at bit 4. */
 TQ_INLINE void vec_q5_K(const uint8_t *p, uint32_t g, const kscale *ks, __m512 *w) {
   const tq_block_q5_K *b = (const tq_block_q5_K *)(const void *)p;
-  __m128i lo0, hi0, lo1, hi1;
-  nibbles(load128(b->qs + 32 * g), &lo0, &hi0);
-  nibbles(load128(b->qs + 32 * g + 16), &lo1, &hi1);
-  const __m128i h0 = load128(b->qh), h1 = load128(b->qh + 16);
-  lo0 = _mm_or_si128(lo0, bit_to_16(h0, 2 * g));
-  lo1 = _mm_or_si128(lo1, bit_to_16(h1, 2 * g));
-  hi0 = _mm_or_si128(hi0, bit_to_16(h0, 2 * g + 1));
-  hi1 = _mm_or_si128(hi1, bit_to_16(h1, 2 * g + 1));
+  const __m512i v0 = _mm512_cvtepu8_epi32(load128(b->qs + 32 * g));
+  const __m512i v1 = _mm512_cvtepu8_epi32(load128(b->qs + 32 * g + 16));
+  const __m512i m4 = _mm512_set1_epi32(15), b4 = _mm512_set1_epi32(16);
+  const __m512i h0 = ks->h[0], h1 = ks->h[1];
+  const __m512i q0 = or_and(_mm512_and_si512(v0, m4), move_bit(h0, 2 * g, 4), b4);
+  const __m512i q1 = or_and(_mm512_and_si512(v1, m4), move_bit(h1, 2 * g, 4), b4);
+  const __m512i q2 = or_and(_mm512_srli_epi32(v0, 4), move_bit(h0, 2 * g + 1, 4), b4);
+  const __m512i q3 = or_and(_mm512_srli_epi32(v1, 4), move_bit(h1, 2 * g + 1, 4), b4);
   const __m512 a0 = _mm512_set1_ps(ks->a[2 * g]), m0 = _mm512_set1_ps(ks->b[2 * g]);
   const __m512 a1 = _mm512_set1_ps(ks->a[2 * g + 1]), m1 = _mm512_set1_ps(ks->b[2 * g + 1]);
-  w[0] = _mm512_fmsub_ps(i8_ps(lo0), a0, m0);
-  w[1] = _mm512_fmsub_ps(i8_ps(lo1), a0, m0);
-  w[2] = _mm512_fmsub_ps(i8_ps(hi0), a1, m1);
-  w[3] = _mm512_fmsub_ps(i8_ps(hi1), a1, m1);
+  w[0] = _mm512_fmsub_ps(_mm512_cvtepi32_ps(q0), a0, m0);
+  w[1] = _mm512_fmsub_ps(_mm512_cvtepi32_ps(q1), a0, m0);
+  w[2] = _mm512_fmsub_ps(_mm512_cvtepi32_ps(q2), a1, m1);
+  w[3] = _mm512_fmsub_ps(_mm512_cvtepi32_ps(q3), a1, m1);
 }
 
-/* Q6_K: a[s] = d * scales[s] (exact products of ggml's d * sc). */
+/* Q6_K: a[s] = d * scales[s] (ggml's d * sc, exactly), b[s] = 32 a[s], so
+ * that q * a - b rounds once like ggml's (d * sc) * (q - 32). */
 TQ_INLINE void prep_q6_K(const uint8_t *p, kscale *ks) {
   const tq_block_q6_K *b = (const tq_block_q6_K *)(const void *)p;
-  _mm512_storeu_ps(ks->a, _mm512_mul_ps(i8_ps(load128(b->scales)), _mm512_set1_ps(h2f(b->d))));
+  const __m512 a = _mm512_mul_ps(i8_ps(load128(b->scales)), _mm512_set1_ps(h2f(b->d)));
+  _mm512_storeu_ps(ks->a, a);
+  _mm512_storeu_ps(ks->b, _mm512_mul_ps(a, _mm512_set1_ps(32.0f)));
 }
 
-/* Group g: half h = g / 2; g even: k = 0, 1 (low nibbles of ql[l], ql[l+32],
- * qh bits 0-1, 2-3), g odd: k = 2, 3 (high nibbles, qh bits 4-5, 6-7). */
-TQ_INLINE void vec_q6_K(const uint8_t *p, uint32_t g, const kscale *ks, __m512 *w) {
+/* Unit h < 2: elements 128 h + 32 k + l (k < 4, l < 32), eight vectors.
+ * ql[64 h + 0..63] and qh[32 h + 0..31] are widened once; element
+ * (k, l) takes nibble k / 2 of ql[64 h + 32 (k & 1) + l] and bits 2 k, 2 k + 1
+ * of qh[32 h + l] at bits 4-5; sub-block 8 h + 2 k + l / 16. */
+TQ_INLINE void vec_q6_K(const uint8_t *p, uint32_t h, const kscale *ks, __m512 *w) {
   const tq_block_q6_K *b = (const tq_block_q6_K *)(const void *)p;
-  const uint32_t h = g >> 1, k0 = 2 * (g & 1);
   const uint8_t *ql = b->ql + 64 * h, *qh = b->qh + 32 * h;
-  const __m128i m4 = _mm_set1_epi8(15), m2 = _mm_set1_epi8(3), e = _mm_set1_epi8(32);
-  const __m128i sh = _mm_cvtsi32_si128((int)(4 * (g & 1)));
-  const __m128i hs0 = _mm_cvtsi32_si128((int)(2 * k0)), hs1 = _mm_cvtsi32_si128((int)(2 * k0 + 2));
+  const __m512i m4 = _mm512_set1_epi32(15), b45 = _mm512_set1_epi32(0x30);
+  __m512i l[4], hb[2];
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; i++) l[i] = _mm512_cvtepu8_epi32(load128(ql + 16 * i));
+  hb[0] = _mm512_cvtepu8_epi32(load128(qh));
+  hb[1] = _mm512_cvtepu8_epi32(load128(qh + 16));
+#pragma GCC unroll 4
+  for (uint32_t k = 0; k < 4; k++) {
 #pragma GCC unroll 2
-  for (int half = 0; half < 2; half++) {
-    const __m128i hb = load128(qh + 16 * half);
-    /* k0: ql[l], k0 + 1: ql[l + 32]. */
-    __m128i q0 = _mm_and_si128(_mm_srl_epi16(load128(ql + 16 * half), sh), m4);
-    __m128i q1 = _mm_and_si128(_mm_srl_epi16(load128(ql + 32 + 16 * half), sh), m4);
-    q0 = _mm_or_si128(q0, _mm_slli_epi16(_mm_and_si128(_mm_srl_epi16(hb, hs0), m2), 4));
-    q1 = _mm_or_si128(q1, _mm_slli_epi16(_mm_and_si128(_mm_srl_epi16(hb, hs1), m2), 4));
-    w[half] = _mm512_mul_ps(i8_ps(_mm_sub_epi8(q0, e)),
-                            _mm512_set1_ps(ks->a[8 * h + 2 * k0 + (uint32_t)half]));
-    w[2 + half] = _mm512_mul_ps(i8_ps(_mm_sub_epi8(q1, e)),
-                                _mm512_set1_ps(ks->a[8 * h + 2 * k0 + 2 + (uint32_t)half]));
+    for (uint32_t half = 0; half < 2; half++) {
+      const __m512i src = l[2 * (k & 1) + half];
+      const __m512i nib = k < 2 ? _mm512_and_si512(src, m4) : _mm512_srli_epi32(src, 4);
+      const __m512i q = or_and(nib, move_bit(hb[half], 2 * k, 4), b45);
+      const uint32_t s = 8 * h + 2 * k + half;
+      w[2 * k + half] = _mm512_fmsub_ps(_mm512_cvtepi32_ps(q), _mm512_set1_ps(ks->a[s]),
+                                        _mm512_set1_ps(ks->b[s]));
+    }
   }
 }
 
 /* Q2_K: a[s] = d * (scales[s] & 15), b[s] = dmin * (scales[s] >> 4). */
 TQ_INLINE void prep_q2_K(const uint8_t *p, kscale *ks) {
   const tq_block_q2_K *b = (const tq_block_q2_K *)(const void *)p;
-  __m128i sc;
   __m128i lo, hi;
-  sc = load128(b->scales);
-  nibbles(sc, &lo, &hi);
+  nibbles(load128(b->scales), &lo, &hi);
   _mm512_storeu_ps(ks->a, _mm512_mul_ps(i8_ps(lo), _mm512_set1_ps(h2f(b->d))));
   _mm512_storeu_ps(ks->b, _mm512_mul_ps(i8_ps(hi), _mm512_set1_ps(h2f(b->dmin))));
 }
 
-/* Group g: n = g / 2, j = 2 (g & 1) and j + 1; l < 16 from qs[32 n + l],
+/* Unit g < 4: n = g / 2, j = 2 (g & 1) and j + 1; l < 16 from qs[32 n + l],
  * l >= 16 from qs[32 n + 16 + l - 16]. */
 TQ_INLINE void vec_q2_K(const uint8_t *p, uint32_t g, const kscale *ks, __m512 *w) {
   const tq_block_q2_K *b = (const tq_block_q2_K *)(const void *)p;
@@ -381,7 +473,7 @@ TQ_INLINE void prep_q3_K(const uint8_t *p, kscale *ks) {
   _mm512_storeu_ps(ks->a, _mm512_mul_ps(i8_ps(s), _mm512_set1_ps(h2f(b->d))));
 }
 
-/* Group g: as Q2_K, minus 4 where bit 4 n + j of hmask[l] is clear. */
+/* Unit g: as Q2_K, minus 4 where bit 4 n + j of hmask[l] is clear. */
 TQ_INLINE void vec_q3_K(const uint8_t *p, uint32_t g, const kscale *ks, __m512 *w) {
   const tq_block_q3_K *b = (const tq_block_q3_K *)(const void *)p;
   const uint32_t n = g >> 1, j0 = 2 * (g & 1);
@@ -401,10 +493,11 @@ TQ_INLINE void vec_q3_K(const uint8_t *p, uint32_t g, const kscale *ks, __m512 *
   }
 }
 
-/* Fused dot over nb super-blocks: four chains per token (one per vector of
- * a group). */
+/* Fused dot over nb super-blocks, units of VPU vectors; four chains per
+ * token (vector j of a unit into chain j % 4). */
 TQ_INLINE void dotk(const uint8_t *row, size_t nb, size_t bb, kprep_fn prep, kvec_fn vf,
-                    const float *x, size_t ldx, float *y, size_t ldy, const uint32_t NT) {
+                    const uint32_t VPU, const float *x, size_t ldx, float *y, size_t ldy,
+                    const uint32_t NT) {
   __m512 acc[TQ_DOT_MAX_TOKENS][4];
 #pragma GCC unroll 4
   for (uint32_t t = 0; t < NT; t++)
@@ -414,16 +507,17 @@ TQ_INLINE void dotk(const uint8_t *row, size_t nb, size_t bb, kprep_fn prep, kve
     const uint8_t *blk = row + i * bb;
     kscale ks;
     prep(blk, &ks);
+    SCALES_IN_MEMORY(&ks);
 #pragma GCC unroll 4
-    for (uint32_t g = 0; g < 4; g++) {
-      __m512 w[4];
-      vf(blk, g, &ks, w);
+    for (uint32_t u = 0; u < 16 / VPU; u++) {
+      __m512 w[8];
+      vf(blk, u, &ks, w);
 #pragma GCC unroll 4
       for (uint32_t t = 0; t < NT; t++) {
-        const float *xt = x + t * ldx + TQ_QK_K * i + 64 * g;
-#pragma GCC unroll 4
-        for (int j = 0; j < 4; j++)
-          acc[t][j] = _mm512_fmadd_ps(w[j], _mm512_loadu_ps(xt + 16 * j), acc[t][j]);
+        const float *xt = x + t * ldx + TQ_QK_K * i + 16 * VPU * u;
+#pragma GCC unroll 8
+        for (uint32_t j = 0; j < VPU; j++)
+          acc[t][j % 4] = _mm512_fmadd_ps(w[j], _mm512_loadu_ps(xt + 16 * j), acc[t][j % 4]);
       }
     }
   }
@@ -434,41 +528,44 @@ TQ_INLINE void dotk(const uint8_t *row, size_t nb, size_t bb, kprep_fn prep, kve
 }
 
 TQ_INLINE void deqk(const uint8_t *blocks, size_t nb, size_t bb, kprep_fn prep, kvec_fn vf,
-                    float *dst) {
+                    const uint32_t VPU, float *dst) {
   for (size_t i = 0; i < nb; i++) {
     const uint8_t *blk = blocks + i * bb;
     kscale ks;
     prep(blk, &ks);
+    SCALES_IN_MEMORY(&ks);
 #pragma GCC unroll 4
-    for (uint32_t g = 0; g < 4; g++) {
-      __m512 w[4];
-      vf(blk, g, &ks, w);
-#pragma GCC unroll 4
-      for (int j = 0; j < 4; j++) _mm512_storeu_ps(dst + TQ_QK_K * i + 64 * g + 16 * j, w[j]);
+    for (uint32_t u = 0; u < 16 / VPU; u++) {
+      __m512 w[8];
+      vf(blk, u, &ks, w);
+#pragma GCC unroll 8
+      for (uint32_t j = 0; j < VPU; j++)
+        _mm512_storeu_ps(dst + TQ_QK_K * i + 16 * VPU * u + 16 * j, w[j]);
     }
   }
 }
 
-#define DEF_BLOCKK(NAME, BLOCK)                                                                \
-  static void dot_##NAME(const void *w, size_t nb, const float *x, size_t ldx, uint32_t nt,   \
-                         float *y, size_t ldy) {                                               \
-    const uint8_t *row = w;                                                                    \
-    switch (nt) {                                                                              \
-      case 1: dotk(row, nb, sizeof(BLOCK), prep_##NAME, vec_##NAME, x, ldx, y, ldy, 1); break; \
-      case 2: dotk(row, nb, sizeof(BLOCK), prep_##NAME, vec_##NAME, x, ldx, y, ldy, 2); break; \
-      case 3: dotk(row, nb, sizeof(BLOCK), prep_##NAME, vec_##NAME, x, ldx, y, ldy, 3); break; \
-      default: dotk(row, nb, sizeof(BLOCK), prep_##NAME, vec_##NAME, x, ldx, y, ldy, 4); break;\
-    }                                                                                          \
-  }                                                                                            \
-  static void deq_##NAME(const void *blocks, float *dst, size_t nb) {                         \
-    deqk(blocks, nb, sizeof(BLOCK), prep_##NAME, vec_##NAME, dst);                             \
+#define DEF_BLOCKK(NAME, BLOCK, VPU)                                                          \
+  static void dot_##NAME(const void *w, size_t nb, const float *x, size_t ldx, uint32_t nt,  \
+                         float *y, size_t ldy) {                                              \
+    const uint8_t *row = w;                                                                   \
+    const size_t bb = sizeof(BLOCK);                                                          \
+    switch (nt) {                                                                             \
+      case 1: dotk(row, nb, bb, prep_##NAME, vec_##NAME, VPU, x, ldx, y, ldy, 1); break;      \
+      case 2: dotk(row, nb, bb, prep_##NAME, vec_##NAME, VPU, x, ldx, y, ldy, 2); break;      \
+      case 3: dotk(row, nb, bb, prep_##NAME, vec_##NAME, VPU, x, ldx, y, ldy, 3); break;      \
+      default: dotk(row, nb, bb, prep_##NAME, vec_##NAME, VPU, x, ldx, y, ldy, 4); break;     \
+    }                                                                                         \
+  }                                                                                           \
+  static void deq_##NAME(const void *blocks, float *dst, size_t nb) {                        \
+    deqk(blocks, nb, sizeof(BLOCK), prep_##NAME, vec_##NAME, VPU, dst);                       \
   }
 
-DEF_BLOCKK(q2_K, tq_block_q2_K)
-DEF_BLOCKK(q3_K, tq_block_q3_K)
-DEF_BLOCKK(q4_K, tq_block_q4_K)
-DEF_BLOCKK(q5_K, tq_block_q5_K)
-DEF_BLOCKK(q6_K, tq_block_q6_K)
+DEF_BLOCKK(q2_K, tq_block_q2_K, 4)
+DEF_BLOCKK(q3_K, tq_block_q3_K, 4)
+DEF_BLOCKK(q4_K, tq_block_q4_K, 4)
+DEF_BLOCKK(q5_K, tq_block_q5_K, 4)
+DEF_BLOCKK(q6_K, tq_block_q6_K, 8)
 
 /* ------------------------------------------------------------------------ */
 /* F32, F16, BF16: one vector per 16 elements, masked tail                   */

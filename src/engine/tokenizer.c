@@ -95,6 +95,13 @@ struct tq_tokenizer {
   int ignore_merges;        /* a piece that is a token is not split (Llama 3) */
   int32_t byte_sym[256];    /* BPE: token of byte b's stand-in; SPM: <0xXX> */
   uint16_t byte_cp[256];    /* BPE: GPT-2 stand-in code point of each byte */
+  /* Adjacent characters some merge can join (see "Segments" below). BPE:
+   * bit x * 256 + y set when a merge's left part ends with byte x and its
+   * right part starts with byte y. SPM: a set of character pairs adjacent
+   * inside a mergeable token (keys from char_key, 0 = empty). */
+  uint8_t bpe_join[256 * 256 / 8];
+  uint64_t *spm_join;
+  uint32_t spm_join_mask;
   int16_t cp_byte[256 + 68]; /* BPE: byte of each stand-in code point, or -1 */
 
   int add_space_prefix;     /* SPM */
@@ -262,9 +269,10 @@ static int parse_byte_token(const char *s, size_t n) {
 /* Unicode White_Space, spelled out: PCRE2's \s also takes U+180E (no longer
  * White_Space since Unicode 6.3), which Hugging Face's Oniguruma does not. */
 #define WS "\\t-\\r\\x20\\x{85}\\x{a0}\\x{1680}\\x{2000}-\\x{200a}\\x{2028}\\x{2029}\\x{202f}\\x{205f}\\x{3000}"
-/* (?i:'s|'t|...) spelled case by case: PCRE2's caseless matching also folds
- * U+017F (long s) to s, which Oniguruma does not here. */
-#define CONTRACTIONS_CI "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])"
+/* Kept case-insensitive as in the tokenizer.json files (llama.cpp spells it
+ * out as [sS]...): both Oniguruma and PCRE2 fold U+017F (long s) to s, so
+ * "'\u017f" is a contraction for Hugging Face too. */
+#define CONTRACTIONS_CI "(?i:'s|'t|'re|'ve|'m|'ll|'d)"
 
 /* GPT-2 (tokenizers' ByteLevel pre-tokenizer). */
 static const char k_re_gpt2[] =
@@ -332,6 +340,7 @@ void tq_tokenizer_free(tq_tokenizer *t) {
   free(t->attr);
   free(t->hash);
   free(t->merges);
+  free(t->spm_join);
   free(t->specials);
   free(t->by_byte);
   free(t);
@@ -434,6 +443,23 @@ static tq_status build_hash(tq_tokenizer *t) {
   return TQ_OK;
 }
 
+/* The byte the first / last character of a token text stands for (GPT-2
+ * stand-ins), or -1 when that character is not a stand-in. */
+static int first_stand_in_byte(const tq_tokenizer *t, const char *s, size_t n) {
+  size_t l = n ? utf8_valid_len((const uint8_t *)s, n) : 0;
+  if (!l) return -1;
+  uint32_t cp = utf8_decode((const uint8_t *)s, l);
+  return cp < 256 + 68 ? t->cp_byte[cp] : -1;
+}
+
+static int last_stand_in_byte(const tq_tokenizer *t, const char *s, size_t n) {
+  for (size_t k = 1; k <= 4 && k <= n; k++) {
+    size_t l = utf8_valid_len((const uint8_t *)s + n - k, k);
+    if (l == k) return first_stand_in_byte(t, s + n - k, k);
+  }
+  return -1;
+}
+
 /* Merges "left right" (split at the first space after the first byte, as
  * llama.cpp does). A merge naming a missing token, or whose concatenation is
  * not a token, can never apply: skipped. Duplicates keep the lower rank. */
@@ -478,8 +504,70 @@ static tq_status build_merges(tq_tokenizer *t, const tq_gguf *g, int64_t idx, ui
     t->merges[i].right = b;
     t->merges[i].rank = (uint32_t)j;
     t->merges[i].result = r;
+    int x = last_stand_in_byte(t, s.data, la), y = first_stand_in_byte(t, sp + 1, lb);
+    if (x < 0 || y < 0) {
+      memset(t->bpe_join, 0xff, sizeof t->bpe_join); /* odd merge text: no shortcut */
+    } else {
+      unsigned bit = (unsigned)x * 256u + (unsigned)y;
+      t->bpe_join[bit / 8] |= (uint8_t)(1u << (bit % 8));
+    }
   }
   free(buf);
+  return TQ_OK;
+}
+
+/* A key for the character at s (l bytes: a valid sequence, or one byte):
+ * its code point, or 0x110000 + the byte for an invalid byte; plus one, so
+ * that a pair key is never 0. */
+static uint32_t char_key(const uint8_t *s, size_t l) {
+  size_t v = utf8_valid_len(s, l);
+  return 1 + (v == l ? utf8_decode(s, l) : 0x110000u + s[0]);
+}
+
+static uint64_t join_key(uint32_t a, uint32_t b) { return ((uint64_t)a << 32) | b; }
+
+static int spm_mergeable(uint8_t attr);
+
+static void spm_join_insert(tq_tokenizer *t, uint64_t key) {
+  uint32_t i = (uint32_t)pair_key((int32_t)(key >> 32), (int32_t)key) & t->spm_join_mask;
+  while (t->spm_join[i] && t->spm_join[i] != key) i = (i + 1) & t->spm_join_mask;
+  t->spm_join[i] = key;
+}
+
+static int spm_can_join(const tq_tokenizer *t, uint32_t a, uint32_t b) {
+  uint64_t key = join_key(a, b);
+  uint32_t i = (uint32_t)pair_key((int32_t)a, (int32_t)b) & t->spm_join_mask;
+  for (;;) {
+    if (t->spm_join[i] == key) return 1;
+    if (!t->spm_join[i]) return 0;
+    i = (i + 1) & t->spm_join_mask;
+  }
+}
+
+/* SPM: every pair of characters adjacent inside a token that merging can
+ * produce. */
+static tq_status build_spm_join(tq_tokenizer *t) {
+  uint64_t n = 0;
+  for (uint32_t id = 0; id < t->n_vocab; id++)
+    if (spm_mergeable(t->attr[id])) n += t->off[id + 1] - t->off[id];
+  if (n > UINT32_MAX / 4) return TQ_ERR_OUT_OF_MEMORY;
+  uint32_t size = table_size(n);
+  t->spm_join = calloc(size, sizeof *t->spm_join);
+  if (!t->spm_join) return TQ_ERR_OUT_OF_MEMORY;
+  t->spm_join_mask = size - 1;
+  for (uint32_t id = 0; id < t->n_vocab; id++) {
+    if (!spm_mergeable(t->attr[id])) continue;
+    size_t len;
+    const uint8_t *s = (const uint8_t *)tok_text(t, (int32_t)id, &len);
+    uint32_t prev = 0;
+    for (size_t i = 0; i < len;) {
+      size_t l = char_len(s + i, len - i);
+      uint32_t k = char_key(s + i, l);
+      if (prev) spm_join_insert(t, join_key(prev, k));
+      prev = k;
+      i += l;
+    }
+  }
   return TQ_OK;
 }
 
@@ -659,6 +747,7 @@ static tq_status build(tq_tokenizer *t, const tq_gguf *g) {
       snprintf(s, sizeof s, "<0x%02X>", b);
       t->byte_sym[b] = lookup(t, s, 6);
     }
+    if ((st = build_spm_join(t)) != TQ_OK) return st;
   } else {
     /* No (or an empty) pre-tokenizer name: llama.cpp's default. */
     pd = has_pre && pre.len ? find_pre(pre.data, (size_t)pre.len) : find_pre("default", 7);
@@ -860,26 +949,18 @@ static void spm_try_pair(work *w, const uint8_t *text, int32_t l, int32_t r) {
   heap_push(w, &c);
 }
 
-/* SPM over n bytes of escaped text. */
-static void spm_run(work *w, const uint8_t *text, size_t n) {
+/* Segments: merging only ever joins adjacent symbols into a token, so where
+ * the characters on the two sides of a boundary never occur side by side
+ * in a token (SPM) or at the junction of a merge (BPE), no symbol will ever
+ * span it. The text is cut there and each segment merged on its own: the
+ * same result (candidates in different segments never interact, and within
+ * a segment the order is the same), with small queues instead of one the
+ * size of the text. */
+
+/* SPM: merges symbols [0, count) of w->syms (linked), then emits them. */
+static void spm_merge(work *w, const uint8_t *text, int32_t count) {
   const tq_tokenizer *t = w->t;
-  if (n == 0) return;
-  if (n > UINT32_MAX || !reserve(w, n)) {
-    w->oom = 1;
-    return;
-  }
-  int32_t count = 0;
-  for (size_t p = 0; p < n;) {
-    size_t l = char_len(text + p, n - p);
-    sym *s = &w->syms[count];
-    s->start = (uint32_t)p;
-    s->n = (uint32_t)l;
-    s->prev = count - 1;
-    s->next = p + l < n ? count + 1 : -1;
-    s->id = -1;
-    count++;
-    p += l;
-  }
+  w->heap_n = 0;
   for (int32_t i = 1; i < count; i++) spm_try_pair(w, text, i - 1, i);
   while (w->heap_n) {
     cand c = heap_pop(w);
@@ -908,6 +989,37 @@ static void spm_run(work *w, const uint8_t *text, size_t n) {
     } else if (t->unk >= 0) {
       emit(w, t->unk);
     }
+  }
+}
+
+/* SPM over n bytes of escaped text, segment by segment. */
+static void spm_run(work *w, const uint8_t *text, size_t n) {
+  if (n == 0) return;
+  if (n > UINT32_MAX || !reserve(w, n)) {
+    w->oom = 1;
+    return;
+  }
+  for (size_t p = 0; p < n;) {
+    int32_t count = 0;
+    uint32_t prev = 0;
+    size_t q = p;
+    while (q < n) {
+      size_t l = char_len(text + q, n - q);
+      uint32_t k = char_key(text + q, l);
+      if (count && !spm_can_join(w->t, prev, k)) break;
+      sym *s = &w->syms[count];
+      s->start = (uint32_t)q;
+      s->n = (uint32_t)l;
+      s->prev = count - 1;
+      s->next = count + 1;
+      s->id = -1;
+      count++;
+      prev = k;
+      q += l;
+    }
+    w->syms[count - 1].next = -1;
+    spm_merge(w, text, count);
+    p = q;
   }
 }
 
@@ -944,28 +1056,10 @@ static void bpe_try_pair(work *w, int32_t l, int32_t r) {
   heap_push(w, &c);
 }
 
-/* BPE over one pre-tokenized piece. */
-static void bpe_word(work *w, const uint8_t *s, size_t n) {
+/* BPE over one segment of a piece (symbols reserved by the caller). */
+static void bpe_segment(work *w, const uint8_t *s, size_t n) {
   const tq_tokenizer *t = w->t;
-  if (n == 0) return;
-  if (t->ignore_merges) {
-    /* Llama 3 (ignore_merges): a piece that is a whole token stays one. */
-    if (n > SIZE_MAX / 2 || !grow((void **)&w->buf, &w->buf_cap, 2 * n, 1)) {
-      w->oom = 1;
-      return;
-    }
-    size_t m = 0;
-    for (size_t i = 0; i < n; i++) m += utf8_encode(t->byte_cp[s[i]], w->buf + m);
-    int32_t id = lookup(t, (const char *)w->buf, m);
-    if (id >= 0) {
-      emit(w, id);
-      return;
-    }
-  }
-  if (!reserve(w, n)) {
-    w->oom = 1;
-    return;
-  }
+  w->heap_n = 0;
   /* One symbol per byte (each byte is one stand-in character). A byte
    * without a token is dropped, as llama.cpp does and as tokenizers' BPE
    * does without a model-level unknown token (GGUF's unknown_token_id of a
@@ -1001,6 +1095,46 @@ static void bpe_word(work *w, const uint8_t *s, size_t n) {
     bpe_try_pair(w, c.left, a->next);
   }
   for (int32_t i = 0; i >= 0; i = w->syms[i].next) emit(w, w->syms[i].id);
+}
+
+/* BPE over one pre-tokenized piece. */
+static void bpe_word(work *w, const uint8_t *s, size_t n) {
+  const tq_tokenizer *t = w->t;
+  if (n == 0) return;
+  if (t->ignore_merges) {
+    /* Llama 3 (ignore_merges): a piece that is a whole token stays one. */
+    if (n > SIZE_MAX / 2 || !grow((void **)&w->buf, &w->buf_cap, 2 * n, 1)) {
+      w->oom = 1;
+      return;
+    }
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++) m += utf8_encode(t->byte_cp[s[i]], w->buf + m);
+    int32_t id = lookup(t, (const char *)w->buf, m);
+    if (id >= 0) {
+      emit(w, id);
+      return;
+    }
+  }
+  if (!reserve(w, n)) {
+    w->oom = 1;
+    return;
+  }
+  /* Bytes without a token are dropped, which makes their neighbours
+   * adjacent: the boundary test looks at the last byte kept. */
+  for (size_t p = 0; p < n;) {
+    size_t q = p + 1;
+    int last = t->byte_sym[s[p]] >= 0 ? s[p] : -1;
+    for (; q < n; q++) {
+      if (t->byte_sym[s[q]] < 0) continue;
+      if (last >= 0) {
+        unsigned bit = (unsigned)last * 256u + s[q];
+        if (!(t->bpe_join[bit / 8] & (1u << (bit % 8)))) break;
+      }
+      last = s[q];
+    }
+    bpe_segment(w, s + p, q - p);
+    p = q;
+  }
 }
 
 /* Splits s[0, n) by regex `level` into matches and the gaps between them,

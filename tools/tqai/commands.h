@@ -41,4 +41,8 @@ void cmd_compare_usage(FILE *out);
 int cmd_perplexity_run(int argc, char **argv);
 void cmd_perplexity_usage(FILE *out);
 
+/* tqai convert: a Hugging Face checkpoint directory to a GGUF model. */
+int cmd_convert_run(int argc, char **argv);
+void cmd_convert_usage(FILE *out);
+
 #endif /* TQAI_TOOL_COMMANDS_H */

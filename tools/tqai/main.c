@@ -26,6 +26,8 @@ static const cli_command commands[] = {
      cmd_compare_usage},
     {"perplexity", "perplexity, and KL divergence against the fp16 cache", cmd_perplexity_run,
      cmd_perplexity_usage},
+    {"convert", "convert a Hugging Face checkpoint (safetensors) to a GGUF model",
+     cmd_convert_run, cmd_convert_usage},
 };
 
 static const size_t n_commands = sizeof commands / sizeof commands[0];
