@@ -475,7 +475,8 @@ TQ_API tq_status tq_cache_attention(const tq_cache *cache, uint32_t layer, const
 /* Writes the whole cache to `path` through a temporary file in the same
  * directory that is renamed over `path` only when complete, so a crash never
  * leaves a half-written file under that name (format: docs/FORMAT.md).
- * Returns TQ_OK, TQ_ERR_INVALID_ARGUMENT or TQ_ERR_IO. */
+ * Returns TQ_OK, TQ_ERR_INVALID_ARGUMENT (NULL or empty path), TQ_ERR_IO or
+ * TQ_ERR_OUT_OF_MEMORY. */
 TQ_API tq_status tq_cache_save(const tq_cache *cache, const char *path);
 
 /* Replaces the cache's contents with those saved at `path`. The file must

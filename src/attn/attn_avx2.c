@@ -45,6 +45,11 @@
 
 #define TQ_INLINE static inline __attribute__((always_inline))
 
+/* Each compile-time instance of a kernel (head group size, code width)
+ * becomes one function of its own: one huge function with all of them
+ * inlined takes compilers (and sanitizer instrumentation) minutes. */
+#define TQ_NOINLINE static __attribute__((noinline))
+
 static inline uint32_t min_u32(uint32_t a, uint32_t b) { return a < b ? a : b; }
 
 /* Heads per group for the r heads still to do: 8, 4, or all of r < 4. */
@@ -150,15 +155,18 @@ TQ_INLINE void nibbles32(const uint8_t *p, const lut *l, __m256 *f) {
   f[3] = _mm256_castsi256_ps(_mm256_unpackhi_epi16(hi01, hi23));
 }
 
+/* Compile-time code width classes of the instances: SMALL (1 to 3 bits,
+ * one vpermps), 4, or ANY (read from the lut, branches per vector). */
+enum { ANY = 0, SMALL = 3 };
+
 /* Codes 8v .. 8v+7 of a record (codes: the byte after the norm), code l in
- * the low bits of lane l. B: the width if known at compile time, else 0. */
+ * the low bits of lane l. */
 TQ_INLINE __m256i codes8(const uint8_t *codes, uint32_t v, const uint32_t B, const lut *l) {
-  const uint32_t bits = B ? B : l->bits;
+  const uint32_t bits = B == 4 ? 4 : l->bits;
   const uint8_t *p = codes + (size_t)v * bits;
-  if (bits <= 4) {
+  if (B == SMALL || bits <= 4) {
     /* One broadcast load (vbroadcastss does not care what the bits mean). */
     __m256i x = _mm256_castps_si256(_mm256_broadcast_ss((const float *)(const void *)p));
-    if (B == 2) return _mm256_srlv_epi32(x, _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14));
     if (B == 4) return _mm256_srlv_epi32(x, _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28));
     return _mm256_srlv_epi32(x, l->shift);
   }
@@ -169,7 +177,7 @@ TQ_INLINE __m256i codes8(const uint8_t *codes, uint32_t v, const uint32_t B, con
 /* Centroids of the codes in the low bits of the lanes of x (bits above the
  * code are ignored). */
 TQ_INLINE __m256 lookup(const lut *l, __m256i x, const uint32_t B) {
-  const uint32_t bits = B ? B : l->bits;
+  const uint32_t bits = B == SMALL ? 3 : B == 4 ? 4 : l->bits;
   if (bits <= 3) return _mm256_permutevar8x32_ps(l->t0, x);
   if (bits == 4) {
     __m256 lo = _mm256_permutevar8x32_ps(l->t0, x);
@@ -301,6 +309,17 @@ TQ_INLINE void score_codes4_group(const float *qp, uint32_t dp, const uint8_t *r
   }
 }
 
+#define SCORE4(GH)                                                                          \
+  TQ_NOINLINE void score_codes4_##GH(const float *qp, uint32_t dp, const uint8_t *rec,       \
+                                     size_t stride, uint32_t n, const lut *l, float *scores) { \
+    score_codes4_group(qp, dp, rec, stride, n, l, scores, GH);                              \
+  }
+SCORE4(1)
+SCORE4(2)
+SCORE4(3)
+SCORE4(4)
+#undef SCORE4
+
 /* Largest d rounded up to 32 for the 4-bit path's permuted query copy. */
 #define NIBBLE_MAX_DIM 512
 
@@ -319,18 +338,31 @@ static void score_codes4(const float *q, uint32_t G, uint32_t d, const uint8_t *
       }
     float *sg = scores + (size_t)g0 * n;
     switch (gh) {
-      case 4: score_codes4_group(qp, dp, rec, stride, n, l, sg, 4); break;
-      case 3: score_codes4_group(qp, dp, rec, stride, n, l, sg, 3); break;
-      case 2: score_codes4_group(qp, dp, rec, stride, n, l, sg, 2); break;
-      default: score_codes4_group(qp, dp, rec, stride, n, l, sg, 1); break;
+      case 4: score_codes4_4(qp, dp, rec, stride, n, l, sg); break;
+      case 3: score_codes4_3(qp, dp, rec, stride, n, l, sg); break;
+      case 2: score_codes4_2(qp, dp, rec, stride, n, l, sg); break;
+      default: score_codes4_1(qp, dp, rec, stride, n, l, sg); break;
     }
     g0 += gh;
   }
 }
 
-TQ_INLINE void score_codes_bits(const float *q, uint32_t G, uint32_t d, const uint8_t *rec,
-                                size_t stride, uint32_t n, const lut *l, float *scores,
-                                const uint32_t B) {
+#define SCORE_CODES(B, GH)                                                                  \
+  TQ_NOINLINE void score_codes_b##B##_##GH(const float *q, const float *qtail, uint32_t d,   \
+                                           const uint8_t *rec, size_t stride, uint32_t n,    \
+                                           const lut *l, float *scores) {                    \
+    score_codes_group(q, qtail, d, rec, stride, n, l, scores, B, GH);                       \
+  }
+#define SCORE_CODES_ALL(B) \
+  SCORE_CODES(B, 1) SCORE_CODES(B, 2) SCORE_CODES(B, 3) SCORE_CODES(B, 4) SCORE_CODES(B, 8)
+SCORE_CODES_ALL(0)
+SCORE_CODES_ALL(3)
+#undef SCORE_CODES_ALL
+#undef SCORE_CODES
+
+/* Widths 1 to 3 (small) or any width. */
+static void score_codes_bits(const float *q, uint32_t G, uint32_t d, const uint8_t *rec,
+                             size_t stride, uint32_t n, const lut *l, float *scores, int small) {
   float qtail[8 * 8];
   for (uint32_t g0 = 0; g0 < G;) {
     const uint32_t gh = head_group(G - g0);
@@ -339,34 +371,31 @@ TQ_INLINE void score_codes_bits(const float *q, uint32_t G, uint32_t d, const ui
     memset(qtail, 0, sizeof qtail);
     for (uint32_t g = 0; g < gh; g++)
       memcpy(qtail + 8 * g, qg + (size_t)g * d + d / 8 * 8, d % 8 * sizeof(float));
+#define CALL(GH)                                                        \
+  (small ? score_codes_b3_##GH(qg, qtail, d, rec, stride, n, l, sg)     \
+         : score_codes_b0_##GH(qg, qtail, d, rec, stride, n, l, sg))
     switch (gh) {
-      case 8: score_codes_group(qg, qtail, d, rec, stride, n, l, sg, B, 8); break;
-      case 4: score_codes_group(qg, qtail, d, rec, stride, n, l, sg, B, 4); break;
-      case 3: score_codes_group(qg, qtail, d, rec, stride, n, l, sg, B, 3); break;
-      case 2: score_codes_group(qg, qtail, d, rec, stride, n, l, sg, B, 2); break;
-      default: score_codes_group(qg, qtail, d, rec, stride, n, l, sg, B, 1); break;
+      case 8: CALL(8); break;
+      case 4: CALL(4); break;
+      case 3: CALL(3); break;
+      case 2: CALL(2); break;
+      default: CALL(1); break;
     }
+#undef CALL
     g0 += gh;
   }
 }
 
-/* Widths 2, 3 and 4 have their own instances; the others share one that
- * reads the width at run time. */
+/* 4 bits (d <= NIBBLE_MAX_DIM) by nibbles32, 1 to 3 bits by one vpermps,
+ * other widths by one instance that reads the width at run time. */
 static void avx2_score_codes(const float *q, uint32_t G, uint32_t d, const uint8_t *rec,
                              size_t stride, uint32_t n, uint32_t bits, const float *centroids,
                              float *scores) {
   if (n == 0) return;
   lut l;
   lut_init(&l, centroids, bits);
-  switch (bits) {
-    case 2: score_codes_bits(q, G, d, rec, stride, n, &l, scores, 2); break;
-    case 3: score_codes_bits(q, G, d, rec, stride, n, &l, scores, 3); break;
-    case 4:
-      if (d <= NIBBLE_MAX_DIM) score_codes4(q, G, d, rec, stride, n, &l, scores);
-      else score_codes_bits(q, G, d, rec, stride, n, &l, scores, 4);
-      break;
-    default: score_codes_bits(q, G, d, rec, stride, n, &l, scores, 0); break;
-  }
+  if (bits == 4 && d <= NIBBLE_MAX_DIM) score_codes4(q, G, d, rec, stride, n, &l, scores);
+  else score_codes_bits(q, G, d, rec, stride, n, &l, scores, bits <= 3);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -452,34 +481,45 @@ TQ_INLINE void accum_codes_group(const float *w, uint32_t d, const uint8_t *rec,
   }
 }
 
-TQ_INLINE void accum_codes_bits(const float *w, uint32_t G, uint32_t d, const uint8_t *rec,
-                                size_t stride, uint32_t n, const lut *l, float *acc,
-                                const uint32_t B) {
-  for (uint32_t g0 = 0; g0 < G;) {
-    const uint32_t gh = head_group(G - g0);
-    const float *wg = w + (size_t)g0 * n;
-    float *ag = acc + (size_t)g0 * d;
-    switch (gh) {
-      case 8: accum_codes_group(wg, d, rec, stride, n, l, ag, B, 8); break;
-      case 4: accum_codes_group(wg, d, rec, stride, n, l, ag, B, 4); break;
-      case 3: accum_codes_group(wg, d, rec, stride, n, l, ag, B, 3); break;
-      case 2: accum_codes_group(wg, d, rec, stride, n, l, ag, B, 2); break;
-      default: accum_codes_group(wg, d, rec, stride, n, l, ag, B, 1); break;
-    }
-    g0 += gh;
+#define ACCUM_CODES(B, GH)                                                                  \
+  TQ_NOINLINE void accum_codes_b##B##_##GH(const float *w, uint32_t d, const uint8_t *rec,   \
+                                           size_t stride, uint32_t n, const lut *l,          \
+                                           float *acc) {                                     \
+    accum_codes_group(w, d, rec, stride, n, l, acc, B, GH);                                 \
   }
-}
+#define ACCUM_CODES_ALL(B) \
+  ACCUM_CODES(B, 1) ACCUM_CODES(B, 2) ACCUM_CODES(B, 3) ACCUM_CODES(B, 4) ACCUM_CODES(B, 8)
+ACCUM_CODES_ALL(0)
+ACCUM_CODES_ALL(3)
+ACCUM_CODES_ALL(4)
+#undef ACCUM_CODES_ALL
+#undef ACCUM_CODES
 
+/* Widths 1 to 3 (SMALL) and 4 have their own instances; the others share
+ * one that reads the width at run time. */
 static void avx2_accum_codes(const float *w, uint32_t G, uint32_t d, const uint8_t *rec,
                              size_t stride, uint32_t n, uint32_t bits, const float *centroids,
                              float *acc) {
   if (n == 0) return;
   lut l;
   lut_init(&l, centroids, bits);
-  switch (bits) {
-    case 2: accum_codes_bits(w, G, d, rec, stride, n, &l, acc, 2); break;
-    case 4: accum_codes_bits(w, G, d, rec, stride, n, &l, acc, 4); break;
-    default: accum_codes_bits(w, G, d, rec, stride, n, &l, acc, 0); break;
+  for (uint32_t g0 = 0; g0 < G;) {
+    const uint32_t gh = head_group(G - g0);
+    const float *wg = w + (size_t)g0 * n;
+    float *ag = acc + (size_t)g0 * d;
+#define CALL(GH)                                                    \
+  (bits <= 3   ? accum_codes_b3_##GH(wg, d, rec, stride, n, &l, ag) \
+   : bits == 4 ? accum_codes_b4_##GH(wg, d, rec, stride, n, &l, ag) \
+               : accum_codes_b0_##GH(wg, d, rec, stride, n, &l, ag))
+    switch (gh) {
+      case 8: CALL(8); break;
+      case 4: CALL(4); break;
+      case 3: CALL(3); break;
+      case 2: CALL(2); break;
+      default: CALL(1); break;
+    }
+#undef CALL
+    g0 += gh;
   }
 }
 
@@ -546,6 +586,18 @@ TQ_INLINE void score_f16_group(const float *q, const float *qtail, uint32_t d, c
   }
 }
 
+#define SCORE_F16(GH)                                                                       \
+  TQ_NOINLINE void score_f16_##GH(const float *q, const float *qtail, uint32_t d,            \
+                                  const uint16_t *k, size_t stride, uint32_t n, float *scores) { \
+    score_f16_group(q, qtail, d, k, stride, n, scores, GH);                                 \
+  }
+SCORE_F16(1)
+SCORE_F16(2)
+SCORE_F16(3)
+SCORE_F16(4)
+SCORE_F16(8)
+#undef SCORE_F16
+
 static void avx2_score_f16(const float *q, uint32_t G, uint32_t d, const uint16_t *k,
                            size_t stride, uint32_t n, float *scores) {
   if (n == 0) return;
@@ -558,11 +610,11 @@ static void avx2_score_f16(const float *q, uint32_t G, uint32_t d, const uint16_
     for (uint32_t g = 0; g < gh; g++)
       memcpy(qtail + 8 * g, qg + (size_t)g * d + d / 8 * 8, d % 8 * sizeof(float));
     switch (gh) {
-      case 8: score_f16_group(qg, qtail, d, k, stride, n, sg, 8); break;
-      case 4: score_f16_group(qg, qtail, d, k, stride, n, sg, 4); break;
-      case 3: score_f16_group(qg, qtail, d, k, stride, n, sg, 3); break;
-      case 2: score_f16_group(qg, qtail, d, k, stride, n, sg, 2); break;
-      default: score_f16_group(qg, qtail, d, k, stride, n, sg, 1); break;
+      case 8: score_f16_8(qg, qtail, d, k, stride, n, sg); break;
+      case 4: score_f16_4(qg, qtail, d, k, stride, n, sg); break;
+      case 3: score_f16_3(qg, qtail, d, k, stride, n, sg); break;
+      case 2: score_f16_2(qg, qtail, d, k, stride, n, sg); break;
+      default: score_f16_1(qg, qtail, d, k, stride, n, sg); break;
     }
     g0 += gh;
   }
@@ -616,6 +668,18 @@ TQ_INLINE void accum_f16_group(const float *w, uint32_t d, const uint16_t *vrows
 #undef ACCUM_F16_PASS
 }
 
+#define ACCUM_F16(GH)                                                                       \
+  TQ_NOINLINE void accum_f16_##GH(const float *w, uint32_t d, const uint16_t *v, size_t stride, \
+                                  uint32_t n, float *acc) {                                 \
+    accum_f16_group(w, d, v, stride, n, acc, GH);                                           \
+  }
+ACCUM_F16(1)
+ACCUM_F16(2)
+ACCUM_F16(3)
+ACCUM_F16(4)
+ACCUM_F16(8)
+#undef ACCUM_F16
+
 static void avx2_accum_f16(const float *w, uint32_t G, uint32_t d, const uint16_t *v,
                            size_t stride, uint32_t n, float *acc) {
   if (n == 0) return;
@@ -624,11 +688,11 @@ static void avx2_accum_f16(const float *w, uint32_t G, uint32_t d, const uint16_
     const float *wg = w + (size_t)g0 * n;
     float *ag = acc + (size_t)g0 * d;
     switch (gh) {
-      case 8: accum_f16_group(wg, d, v, stride, n, ag, 8); break;
-      case 4: accum_f16_group(wg, d, v, stride, n, ag, 4); break;
-      case 3: accum_f16_group(wg, d, v, stride, n, ag, 3); break;
-      case 2: accum_f16_group(wg, d, v, stride, n, ag, 2); break;
-      default: accum_f16_group(wg, d, v, stride, n, ag, 1); break;
+      case 8: accum_f16_8(wg, d, v, stride, n, ag); break;
+      case 4: accum_f16_4(wg, d, v, stride, n, ag); break;
+      case 3: accum_f16_3(wg, d, v, stride, n, ag); break;
+      case 2: accum_f16_2(wg, d, v, stride, n, ag); break;
+      default: accum_f16_1(wg, d, v, stride, n, ag); break;
     }
     g0 += gh;
   }

@@ -59,6 +59,11 @@
 
 #define TQ_INLINE static inline __attribute__((always_inline))
 
+/* Each compile-time instance of a kernel (head group size, code width)
+ * becomes one function of its own: one huge function with all of them
+ * inlined takes compilers (and sanitizer instrumentation) minutes. */
+#define TQ_NOINLINE static __attribute__((noinline))
+
 /* Mask of the first n lanes, n <= 16. */
 static inline __mmask16 first_lanes(uint32_t n) { return (__mmask16)((1u << n) - 1u); }
 
@@ -423,6 +428,32 @@ TQ_INLINE void score_codes_dims(const float *q, uint32_t d, const uint8_t *rec, 
   }
 }
 
+/* The instances, one function each. */
+#define SCORE_TOKENS(GH)                                                                     \
+  TQ_NOINLINE void score_codes_tokens_##GH(const float *q, uint32_t d, const uint8_t *rec,   \
+                                           size_t stride, uint32_t n, const lut *l,          \
+                                           const __m512i *noff, float *scores) {             \
+    score_codes_tokens(q, d, rec, stride, n, l, noff, scores, GH);                          \
+  }
+SCORE_TOKENS(1)
+SCORE_TOKENS(2)
+SCORE_TOKENS(3)
+SCORE_TOKENS(4)
+SCORE_TOKENS(8)
+#undef SCORE_TOKENS
+
+#define SCORE_DIMS(GH)                                                                       \
+  TQ_NOINLINE void score_codes_dims_##GH(const float *q, uint32_t d, const uint8_t *rec,     \
+                                         size_t stride, uint32_t n, const lut *l,            \
+                                         const spread16 *sp, const __m512i *noff,            \
+                                         float *scores) {                                    \
+    score_codes_dims(q, d, rec, stride, n, l, sp, noff, scores, GH);                        \
+  }
+SCORE_DIMS(1)
+SCORE_DIMS(2)
+SCORE_DIMS(4)
+#undef SCORE_DIMS
+
 static void avx512_score_codes(const float *q, uint32_t G, uint32_t d, const uint8_t *rec,
                                size_t stride, uint32_t n, uint32_t bits, const float *centroids,
                                float *scores) {
@@ -439,19 +470,19 @@ static void avx512_score_codes(const float *q, uint32_t G, uint32_t d, const uin
     uint32_t gh = head_group(G - g0);
     if (bits <= 4) {
       switch (gh) {
-        case 8: score_codes_tokens(qg, d, rec, stride, n, &l, noff, sg, 8); break;
-        case 4: score_codes_tokens(qg, d, rec, stride, n, &l, noff, sg, 4); break;
-        case 3: score_codes_tokens(qg, d, rec, stride, n, &l, noff, sg, 3); break;
-        case 2: score_codes_tokens(qg, d, rec, stride, n, &l, noff, sg, 2); break;
-        default: score_codes_tokens(qg, d, rec, stride, n, &l, noff, sg, 1); break;
+        case 8: score_codes_tokens_8(qg, d, rec, stride, n, &l, noff, sg); break;
+        case 4: score_codes_tokens_4(qg, d, rec, stride, n, &l, noff, sg); break;
+        case 3: score_codes_tokens_3(qg, d, rec, stride, n, &l, noff, sg); break;
+        case 2: score_codes_tokens_2(qg, d, rec, stride, n, &l, noff, sg); break;
+        default: score_codes_tokens_1(qg, d, rec, stride, n, &l, noff, sg); break;
       }
     } else {
       /* Groups of 4, 2 or 1 heads: tiles of 16 / gh tokens. */
       gh = gh >= 4 ? 4 : gh >= 2 ? 2 : 1;
       switch (gh) {
-        case 4: score_codes_dims(qg, d, rec, stride, n, &l, &sp, noff, sg, 4); break;
-        case 2: score_codes_dims(qg, d, rec, stride, n, &l, &sp, noff, sg, 2); break;
-        default: score_codes_dims(qg, d, rec, stride, n, &l, &sp, noff, sg, 1); break;
+        case 4: score_codes_dims_4(qg, d, rec, stride, n, &l, &sp, noff, sg); break;
+        case 2: score_codes_dims_2(qg, d, rec, stride, n, &l, &sp, noff, sg); break;
+        default: score_codes_dims_1(qg, d, rec, stride, n, &l, &sp, noff, sg); break;
       }
     }
     g0 += gh;
@@ -463,20 +494,23 @@ static void avx512_score_codes(const float *q, uint32_t G, uint32_t d, const uin
 /* ------------------------------------------------------------------------ */
 
 /* Vectors of 16 dimensions per pass for a group of GH heads, so that the
- * group's accumulators (at most 16 vectors) stay in registers. Passes are
- * this wide, or narrower powers of two for the last dimensions. */
-#define PASS_VECTORS(GH) ((GH) == 1 ? 16 : (GH) == 2 ? 8 : (GH) <= 4 ? 4 : 2)
+ * group's accumulators (at most 16 vectors) stay in registers; at most MAXP
+ * (the widths without their own instance take the same time per vector
+ * either way and stay smaller). Passes are this wide, or narrower powers of
+ * two for the last dimensions. */
+#define PASS_VECTORS(GH, MAXP) \
+  ((GH) == 1 ? (MAXP) : (GH) == 2 ? ((MAXP) < 8 ? (MAXP) : 8) : (GH) <= 4 ? 4 : 2)
 
 /* Calls PASS(W) for the widths that cover the nv vectors of d, each W a
- * compile-time constant no wider than PASS_VECTORS(GH). */
-#define FOR_EACH_PASS(GH, nv, v0, PASS)                            \
-  for (uint32_t v0 = 0; v0 < (nv);) {                              \
-    const uint32_t left_ = (nv) - v0;                              \
-    if (PASS_VECTORS(GH) >= 16 && left_ >= 16) { PASS(16); v0 += 16; } \
-    else if (PASS_VECTORS(GH) >= 8 && left_ >= 8) { PASS(8); v0 += 8; } \
-    else if (PASS_VECTORS(GH) >= 4 && left_ >= 4) { PASS(4); v0 += 4; } \
-    else if (left_ >= 2) { PASS(2); v0 += 2; }                      \
-    else { PASS(1); v0 += 1; }                                      \
+ * compile-time constant no wider than PASS_VECTORS(GH, MAXP). */
+#define FOR_EACH_PASS(GH, MAXP, nv, v0, PASS)                                           \
+  for (uint32_t v0 = 0; v0 < (nv);) {                                                   \
+    const uint32_t left_ = (nv) - v0;                                                   \
+    if (PASS_VECTORS(GH, MAXP) >= 16 && left_ >= 16) { PASS(16); v0 += 16; }             \
+    else if (PASS_VECTORS(GH, MAXP) >= 8 && left_ >= 8) { PASS(8); v0 += 8; }            \
+    else if (PASS_VECTORS(GH, MAXP) >= 4 && left_ >= 4) { PASS(4); v0 += 4; }            \
+    else if (left_ >= 2) { PASS(2); v0 += 2; }                                           \
+    else { PASS(1); v0 += 1; }                                                           \
   }
 
 /* Tokens per run: their weight * norm products are computed once, then
@@ -584,10 +618,25 @@ TQ_INLINE void accum_codes_group(const float *w, uint32_t d, const uint8_t *rec,
                                                   norms));
     }
 #define ACCUM_CODES_PASS(W) accum_codes_pass(wn, d, r0, stride, nt, l, sp, acc, v0, B, GH, W)
-    FOR_EACH_PASS(GH, nv, v0, ACCUM_CODES_PASS)
+    FOR_EACH_PASS(GH, B ? 16 : 4, nv, v0, ACCUM_CODES_PASS)
 #undef ACCUM_CODES_PASS
   }
 }
+
+#define ACCUM_CODES(B, GH)                                                                  \
+  TQ_NOINLINE void accum_codes_b##B##_##GH(const float *w, uint32_t d, const uint8_t *rec,   \
+                                           size_t stride, uint32_t n, const lut *l,          \
+                                           const spread16 *sp, const __m512i *noff,          \
+                                           float *acc) {                                     \
+    accum_codes_group(w, d, rec, stride, n, l, sp, noff, acc, B, GH);                       \
+  }
+#define ACCUM_CODES_ALL(B) \
+  ACCUM_CODES(B, 1) ACCUM_CODES(B, 2) ACCUM_CODES(B, 3) ACCUM_CODES(B, 4) ACCUM_CODES(B, 8)
+ACCUM_CODES_ALL(0)
+ACCUM_CODES_ALL(2)
+ACCUM_CODES_ALL(4)
+#undef ACCUM_CODES_ALL
+#undef ACCUM_CODES
 
 TQ_INLINE void accum_codes_bits(const float *w, uint32_t G, uint32_t d, const uint8_t *rec,
                                 size_t stride, uint32_t n, const lut *l, const spread16 *sp,
@@ -596,13 +645,18 @@ TQ_INLINE void accum_codes_bits(const float *w, uint32_t G, uint32_t d, const ui
     const uint32_t gh = head_group(G - g0);
     const float *wg = w + (size_t)g0 * n;
     float *ag = acc + (size_t)g0 * d;
+#define CALL(GH)                                                               \
+  (B == 2   ? accum_codes_b2_##GH(wg, d, rec, stride, n, l, sp, noff, ag)      \
+   : B == 4 ? accum_codes_b4_##GH(wg, d, rec, stride, n, l, sp, noff, ag)      \
+            : accum_codes_b0_##GH(wg, d, rec, stride, n, l, sp, noff, ag))
     switch (gh) {
-      case 8: accum_codes_group(wg, d, rec, stride, n, l, sp, noff, ag, B, 8); break;
-      case 4: accum_codes_group(wg, d, rec, stride, n, l, sp, noff, ag, B, 4); break;
-      case 3: accum_codes_group(wg, d, rec, stride, n, l, sp, noff, ag, B, 3); break;
-      case 2: accum_codes_group(wg, d, rec, stride, n, l, sp, noff, ag, B, 2); break;
-      default: accum_codes_group(wg, d, rec, stride, n, l, sp, noff, ag, B, 1); break;
+      case 8: CALL(8); break;
+      case 4: CALL(4); break;
+      case 3: CALL(3); break;
+      case 2: CALL(2); break;
+      default: CALL(1); break;
     }
+#undef CALL
     g0 += gh;
   }
 }
@@ -694,6 +748,17 @@ TQ_INLINE void score_f16_group(const float *q, uint32_t d, const uint16_t *k, si
   }
 }
 
+#define SCORE_F16(GH)                                                                       \
+  TQ_NOINLINE void score_f16_##GH(const float *q, uint32_t d, const uint16_t *k, size_t stride, \
+                                  uint32_t n, float *scores) {                              \
+    score_f16_group(q, d, k, stride, n, scores, GH);                                        \
+  }
+SCORE_F16(1)
+SCORE_F16(2)
+SCORE_F16(3)
+SCORE_F16(4)
+#undef SCORE_F16
+
 static void avx512_score_f16(const float *q, uint32_t G, uint32_t d, const uint16_t *k,
                              size_t stride, uint32_t n, float *scores) {
   if (n == 0) return;
@@ -704,10 +769,10 @@ static void avx512_score_f16(const float *q, uint32_t G, uint32_t d, const uint1
     const float *qg = q + (size_t)g0 * d;
     float *sg = scores + (size_t)g0 * n;
     switch (gh) {
-      case 4: score_f16_group(qg, d, k, stride, n, sg, 4); break;
-      case 3: score_f16_group(qg, d, k, stride, n, sg, 3); break;
-      case 2: score_f16_group(qg, d, k, stride, n, sg, 2); break;
-      default: score_f16_group(qg, d, k, stride, n, sg, 1); break;
+      case 4: score_f16_4(qg, d, k, stride, n, sg); break;
+      case 3: score_f16_3(qg, d, k, stride, n, sg); break;
+      case 2: score_f16_2(qg, d, k, stride, n, sg); break;
+      default: score_f16_1(qg, d, k, stride, n, sg); break;
     }
     g0 += gh;
   }
@@ -763,9 +828,21 @@ TQ_INLINE void accum_f16_group(const float *w, uint32_t d, const uint16_t *vrows
                                uint32_t n, float *acc, const uint32_t GH) {
   const uint32_t nv = (d + 15) / 16;
 #define ACCUM_F16_PASS(W) accum_f16_pass(w, d, vrows, stride, n, acc, v0, GH, W)
-  FOR_EACH_PASS(GH, nv, v0, ACCUM_F16_PASS)
+  FOR_EACH_PASS(GH, 16, nv, v0, ACCUM_F16_PASS)
 #undef ACCUM_F16_PASS
 }
+
+#define ACCUM_F16(GH)                                                                       \
+  TQ_NOINLINE void accum_f16_##GH(const float *w, uint32_t d, const uint16_t *v, size_t stride, \
+                                  uint32_t n, float *acc) {                                 \
+    accum_f16_group(w, d, v, stride, n, acc, GH);                                           \
+  }
+ACCUM_F16(1)
+ACCUM_F16(2)
+ACCUM_F16(3)
+ACCUM_F16(4)
+ACCUM_F16(8)
+#undef ACCUM_F16
 
 static void avx512_accum_f16(const float *w, uint32_t G, uint32_t d, const uint16_t *v,
                              size_t stride, uint32_t n, float *acc) {
@@ -775,11 +852,11 @@ static void avx512_accum_f16(const float *w, uint32_t G, uint32_t d, const uint1
     const float *wg = w + (size_t)g0 * n;
     float *ag = acc + (size_t)g0 * d;
     switch (gh) {
-      case 8: accum_f16_group(wg, d, v, stride, n, ag, 8); break;
-      case 4: accum_f16_group(wg, d, v, stride, n, ag, 4); break;
-      case 3: accum_f16_group(wg, d, v, stride, n, ag, 3); break;
-      case 2: accum_f16_group(wg, d, v, stride, n, ag, 2); break;
-      default: accum_f16_group(wg, d, v, stride, n, ag, 1); break;
+      case 8: accum_f16_8(wg, d, v, stride, n, ag); break;
+      case 4: accum_f16_4(wg, d, v, stride, n, ag); break;
+      case 3: accum_f16_3(wg, d, v, stride, n, ag); break;
+      case 2: accum_f16_2(wg, d, v, stride, n, ag); break;
+      default: accum_f16_1(wg, d, v, stride, n, ag); break;
     }
     g0 += gh;
   }

@@ -69,6 +69,9 @@ struct tq_cache {
 void *tq_cache_alloc(tq_cache *c, size_t bytes);
 void tq_cache_dealloc(tq_cache *c, void *ptr);
 
+/* Frees everything a lane holds and zeroes it. */
+void tq_lane_free(tq_cache *c, tq_lane *ln);
+
 /* Row k of a ring in position order (0 = oldest). */
 static inline uint32_t tq_ring_slot(const tq_lane *l, uint32_t window, uint32_t i) {
   uint32_t s = l->ring_head + i;

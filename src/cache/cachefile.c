@@ -395,24 +395,6 @@ static tq_status check_magic(const uint8_t *b, size_t size) {
   return TQ_OK;
 }
 
-/* Frees one lane's memory (the logic of kvcache.c's lane_free). */
-static void lane_release(tq_cache *c, tq_lane *ln) {
-  if (ln->blocks)
-    for (uint32_t b = 0; b < ln->n_blocks; b++) tq_cache_dealloc(c, ln->blocks[b]);
-  tq_cache_dealloc(c, ln->blocks);
-  tq_cache_dealloc(c, ln->sink_k);
-  tq_cache_dealloc(c, ln->sink_v);
-  tq_cache_dealloc(c, ln->pend_k);
-  tq_cache_dealloc(c, ln->pend_v);
-  tq_cache_dealloc(c, ln->ring_k);
-  tq_cache_dealloc(c, ln->ring_v);
-  tq_cache_dealloc(c, ln->k_mean);
-  tq_cache_dealloc(c, ln->v_mean);
-  tq_cache_dealloc(c, ln->k_perm);
-  tq_cache_dealloc(c, ln->v_perm);
-  memset(ln, 0, sizeof *ln);
-}
-
 /* Reads n fp16 values into dst, rejecting infinities and NaNs. */
 static tq_status read_f16s(reader *r, uint16_t *dst, size_t n) {
   if (n > (r->n - r->pos) / 2) return TQ_ERR_CORRUPT;
@@ -621,7 +603,7 @@ static tq_status read_lane(tq_cache *c, const tq_layer *L, tq_lane *ln, reader *
 static void release_lanes(tq_cache *c, tq_lane **lanes) {
   for (uint32_t l = 0; l < c->p.n_layers; l++) {
     if (!lanes[l]) continue;
-    for (uint32_t h = 0; h < c->p.n_kv_heads; h++) lane_release(c, &lanes[l][h]);
+    for (uint32_t h = 0; h < c->p.n_kv_heads; h++) tq_lane_free(c, &lanes[l][h]);
     tq_cache_dealloc(c, lanes[l]);
   }
   free(lanes);
@@ -672,7 +654,7 @@ tq_status tq_cache_load_buffer(tq_cache *cache, const void *data, size_t size) {
   /* Accepted: drop the old token memory and swap the new lanes in. */
   for (uint32_t l = 0; l < p->n_layers; l++) {
     tq_layer *L = &cache->layers[l];
-    for (uint32_t h = 0; h < p->n_kv_heads; h++) lane_release(cache, &L->lanes[h]);
+    for (uint32_t h = 0; h < p->n_kv_heads; h++) tq_lane_free(cache, &L->lanes[h]);
     tq_cache_dealloc(cache, L->lanes);
     L->lanes = lanes[l];
   }

@@ -192,7 +192,7 @@ tq_status tq_cache_create(const tq_cache_params *params, tq_cache **out) {
   return TQ_OK;
 }
 
-static void lane_free(tq_cache *c, tq_lane *ln) {
+void tq_lane_free(tq_cache *c, tq_lane *ln) {
   for (uint32_t b = 0; b < ln->n_blocks; b++) tq_cache_dealloc(c, ln->blocks[b]);
   tq_cache_dealloc(c, ln->blocks);
   tq_cache_dealloc(c, ln->sink_k);
@@ -214,7 +214,7 @@ void tq_cache_free(tq_cache *cache) {
     for (uint32_t l = 0; l < cache->p.n_layers; l++) {
       tq_layer *L = &cache->layers[l];
       if (!L->lanes) continue;
-      for (uint32_t h = 0; h < cache->p.n_kv_heads; h++) lane_free(cache, &L->lanes[h]);
+      for (uint32_t h = 0; h < cache->p.n_kv_heads; h++) tq_lane_free(cache, &L->lanes[h]);
       tq_cache_dealloc(cache, L->lanes);
     }
     tq_cache_dealloc(cache, cache->layers);
@@ -550,6 +550,6 @@ tq_status tq_cache_truncate(tq_cache *cache, uint32_t n_tokens) {
 tq_status tq_cache_reset(tq_cache *cache) {
   if (!cache) return TQ_ERR_INVALID_ARGUMENT;
   for (uint32_t l = 0; l < cache->p.n_layers; l++)
-    for (uint32_t h = 0; h < cache->p.n_kv_heads; h++) lane_free(cache, &cache->layers[l].lanes[h]);
+    for (uint32_t h = 0; h < cache->p.n_kv_heads; h++) tq_lane_free(cache, &cache->layers[l].lanes[h]);
   return TQ_OK;
 }

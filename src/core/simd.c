@@ -9,7 +9,8 @@
 
 #include "tqai.h"
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && \
+    (defined(TQ_HAVE_AVX2) || defined(TQ_HAVE_AVX512))
 #include <cpuid.h>
 
 /* F16C is CPUID leaf 1, ECX bit 29 (not every compiler's

@@ -3,16 +3,21 @@
  * floats per __m256.
  *
  * The structure is that of quant_avx512.c (see there), at half the width and
- * with sixteen registers:
+ * with sixteen registers; the 256-bit FMA and convert units (two ports) are
+ * the bottleneck here rather than the shuffle port:
  * - every type is read in units of 32 consecutive elements (a 32-element
  *   block, or one of the 8 groups of 32 of a K-quant super-block whose
- *   scales are unpacked once per super-block), four vectors each; 4-bit
- *   quants are widened to dwords straight from memory (vpmovzxbd m64) and
- *   split there; per-block factors are broadcast from memory;
+ *   scales are unpacked once per super-block), four vectors each;
+ *   per-block factors are broadcast from memory;
+ * - symmetric types (Q4_0, Q5_0, Q8_0): q - offset built in 128-bit
+ *   registers, each block's dot with x scaled by d once (no per-element
+ *   multiply); affine types (Q4_1, Q5_1) and Q4_K / Q5_K: quants widened to
+ *   dwords from memory (vpmovzxbd m64), split there, q * d + m fused;
  * - the fused dot kernels keep 4 accumulator chains per token for one or two
- *   tokens, 2 for three or four;
+ *   tokens, 2 for three or four (8 for the float types at one token);
  * - the float tile kernel works on 4 rows x 3 tokens (12 accumulators);
- * - Q5 fifth bits are moved to bit 4 of each lane by variable shifts.
+ * - Q5 fifth bits: by a byte shuffle and a compare (Q5_0) or by variable
+ *   shifts (Q5_1).
  * Results match the scalar reference to float rounding (fused multiply-adds,
  * eight-lane sums).
  */
@@ -87,31 +92,18 @@ static inline void block_f16(const uint8_t *blocks, size_t bb, size_t off, size_
   for (; i < n; i++) out[i] = _cvtsh_ss(h[i]) * f;
 }
 
-/* Per-block factors of a chunk: w = q * d[i] + m[i] for the unsigned 4- or
- * 5-bit q (m = -8 d for Q4_0 and -16 d for Q5_0: one rounding, as ggml's
- * (q - 8) * d); Q8_0 uses d only. */
+/* The affine types (Q4_1, Q5_1): per-block factors of a chunk, w =
+ * q * d[i] + m[i] for the unsigned 4- or 5-bit q. */
 typedef void (*prep32_fn)(const uint8_t *blocks, size_t n, float *d, float *m);
 typedef void (*vec32_fn)(const uint8_t *blk, const float *d, const float *m, __m256 *w);
 
-TQ_INLINE void prep_q4_0(const uint8_t *b, size_t n, float *d, float *m) {
-  block_f16(b, sizeof(tq_block_q4_0), 0, n, 1.0f, d);
-  block_f16(b, sizeof(tq_block_q4_0), 0, n, -8.0f, m);
-}
 TQ_INLINE void prep_q4_1(const uint8_t *b, size_t n, float *d, float *m) {
   block_f16(b, sizeof(tq_block_q4_1), 0, n, 1.0f, d);
   block_f16(b, sizeof(tq_block_q4_1), 2, n, 1.0f, m);
 }
-TQ_INLINE void prep_q5_0(const uint8_t *b, size_t n, float *d, float *m) {
-  block_f16(b, sizeof(tq_block_q5_0), 0, n, 1.0f, d);
-  block_f16(b, sizeof(tq_block_q5_0), 0, n, -16.0f, m);
-}
 TQ_INLINE void prep_q5_1(const uint8_t *b, size_t n, float *d, float *m) {
   block_f16(b, sizeof(tq_block_q5_1), 0, n, 1.0f, d);
   block_f16(b, sizeof(tq_block_q5_1), 2, n, 1.0f, m);
-}
-TQ_INLINE void prep_q8_0(const uint8_t *b, size_t n, float *d, float *m) {
-  (void)m;
-  block_f16(b, sizeof(tq_block_q8_0), 0, n, 1.0f, d);
 }
 
 /* 8 bytes widened to dwords (one vpmovzxbd from memory). */
@@ -151,23 +143,9 @@ TQ_INLINE void affine4(const __m256i *q, const float *d, const float *m, __m256 
   for (int i = 0; i < 4; i++) w[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q[i]), dv, mv);
 }
 
-TQ_INLINE void vec_q4_0(const uint8_t *p, const float *d, const float *m, __m256 *w) {
-  __m256i q[4];
-  nibbles32(((const tq_block_q4_0 *)(const void *)p)->qs, q);
-  affine4(q, d, m, w);
-}
-
 TQ_INLINE void vec_q4_1(const uint8_t *p, const float *d, const float *m, __m256 *w) {
   __m256i q[4];
   nibbles32(((const tq_block_q4_1 *)(const void *)p)->qs, q);
-  affine4(q, d, m, w);
-}
-
-TQ_INLINE void vec_q5_0(const uint8_t *p, const float *d, const float *m, __m256 *w) {
-  const tq_block_q5_0 *b = (const tq_block_q5_0 *)(const void *)p;
-  __m256i q[4];
-  nibbles32(b->qs, q);
-  fifth_bits(b->qh, q);
   affine4(q, d, m, w);
 }
 
@@ -179,15 +157,68 @@ TQ_INLINE void vec_q5_1(const uint8_t *p, const float *d, const float *m, __m256
   affine4(q, d, m, w);
 }
 
-TQ_INLINE void vec_q8_0(const uint8_t *p, const float *d, const float *m, __m256 *w) {
-  (void)m;
+/* The symmetric types (Q4_0, Q5_0, Q8_0): a unit as four vectors of the
+ * unscaled values q - offset (exact small integers), built in 128-bit
+ * registers (the 256-bit FMA and convert ports are the bottleneck here, the
+ * shuffle port is not); a block's dot with x is scaled by d once, and the
+ * dequantized form (q - offset) * d is exactly ggml's. */
+typedef void (*sym32_fn)(const uint8_t *blk, __m256 *q);
+
+/* Four vectors from 32 signed bytes (lo: elements 0-15, hi: 16-31). */
+static inline void bytes4(__m128i lo, __m128i hi, __m256 *q) {
+  q[0] = i8_lo(lo);
+  q[1] = i8_hi(lo);
+  q[2] = i8_lo(hi);
+  q[3] = i8_hi(hi);
+}
+
+/* Low and high nibbles of 16 bytes, as bytes. */
+static inline void nibbles(__m128i q, __m128i *lo, __m128i *hi) {
+  const __m128i m = _mm_set1_epi8(15);
+  *lo = _mm_and_si128(q, m);
+  *hi = _mm_and_si128(_mm_srli_epi16(q, 4), m);
+}
+
+/* Bits 0-15 of u as bytes 0 or 16 (byte j from bit j): each byte gets the
+ * qh byte holding its bit, then a compare against the bit pattern. */
+static inline __m128i bits_to_16(uint32_t u) {
+  const __m128i spread = _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+  const __m128i bit = _mm_setr_epi8(1, 2, 4, 8, 16, 32, 64, -128, 1, 2, 4, 8, 16, 32, 64, -128);
+  __m128i v = _mm_shuffle_epi8(_mm_cvtsi32_si128((int)u), spread);
+  v = _mm_cmpeq_epi8(_mm_and_si128(v, bit), bit);
+  return _mm_and_si128(v, _mm_set1_epi8(16));
+}
+
+TQ_INLINE void sym_q4_0(const uint8_t *p, __m256 *q) {
+  const tq_block_q4_0 *b = (const tq_block_q4_0 *)(const void *)p;
+  const __m128i e = _mm_set1_epi8(8);
+  __m128i lo, hi;
+  nibbles(load128(b->qs), &lo, &hi);
+  bytes4(_mm_sub_epi8(lo, e), _mm_sub_epi8(hi, e), q);
+}
+
+TQ_INLINE void sym_q5_0(const uint8_t *p, __m256 *q) {
+  const tq_block_q5_0 *b = (const tq_block_q5_0 *)(const void *)p;
+  const __m128i e = _mm_set1_epi8(16);
+  uint32_t qh;
+  memcpy(&qh, b->qh, 4);
+  __m128i lo, hi;
+  nibbles(load128(b->qs), &lo, &hi);
+  lo = _mm_or_si128(lo, bits_to_16(qh & 0xffffu));
+  hi = _mm_or_si128(hi, bits_to_16(qh >> 16));
+  bytes4(_mm_sub_epi8(lo, e), _mm_sub_epi8(hi, e), q);
+}
+
+TQ_INLINE void sym_q8_0(const uint8_t *p, __m256 *q) {
   const tq_block_q8_0 *b = (const tq_block_q8_0 *)(const void *)p;
-  const __m256 dv = _mm256_set1_ps(*d);
 #pragma GCC unroll 4
-  for (int i = 0; i < 4; i++) {
-    const __m256i v = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(b->qs + 8 * i)));
-    w[i] = _mm256_mul_ps(_mm256_cvtepi32_ps(v), dv);
-  }
+  for (int i = 0; i < 4; i++)
+    q[i] = _mm256_cvtepi32_ps(
+        _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(b->qs + 8 * i))));
+}
+
+TQ_INLINE void prep_d(const uint8_t *b, size_t n, size_t bb, float *d) {
+  block_f16(b, bb, 0, n, 1.0f, d);
 }
 
 /* Accumulator chains per token: 4 for one or two tokens, 2 for more (the
@@ -255,6 +286,75 @@ TQ_INLINE void deq32(const uint8_t *blocks, size_t nb, size_t bb, prep32_fn prep
   }
 }
 
+/* Symmetric types: per block s_t = sum of q . x over the four vectors, then
+ * acc_t += s_t * d (two chains per token, alternating blocks). */
+TQ_INLINE void dot32s(const uint8_t *row, size_t nb, size_t bb, sym32_fn sf, const float *x,
+                      size_t ldx, float *y, size_t ldy, const uint32_t NT) {
+  __m256 acc[TQ_DOT_MAX_TOKENS][2];
+#pragma GCC unroll 4
+  for (uint32_t t = 0; t < NT; t++) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
+  float d[CHUNK];
+  for (size_t c0 = 0; c0 < nb; c0 += CHUNK) {
+    const size_t n = nb - c0 < CHUNK ? nb - c0 : CHUNK;
+    const uint8_t *blk = row + c0 * bb;
+    prep_d(blk, n, bb, d);
+    SCALES_IN_MEMORY(d);
+    for (size_t i = 0; i < n; i++) {
+      __m256 q[4];
+      sf(blk + i * bb, q);
+      const __m256 dv = _mm256_set1_ps(d[i]);
+#pragma GCC unroll 4
+      for (uint32_t t = 0; t < NT; t++) {
+        const float *xt = x + t * ldx + 32 * (c0 + i);
+        __m256 st = _mm256_mul_ps(q[0], _mm256_loadu_ps(xt));
+        st = _mm256_fmadd_ps(q[1], _mm256_loadu_ps(xt + 8), st);
+        st = _mm256_fmadd_ps(q[2], _mm256_loadu_ps(xt + 16), st);
+        st = _mm256_fmadd_ps(q[3], _mm256_loadu_ps(xt + 24), st);
+        acc[t][i & 1] = _mm256_fmadd_ps(st, dv, acc[t][i & 1]);
+      }
+    }
+  }
+#pragma GCC unroll 4
+  for (uint32_t t = 0; t < NT; t++) y[t * ldy] = hsum(_mm256_add_ps(acc[t][0], acc[t][1]));
+}
+
+TQ_INLINE void deq32s(const uint8_t *blocks, size_t nb, size_t bb, sym32_fn sf, float *dst) {
+  float d[CHUNK];
+  for (size_t c0 = 0; c0 < nb; c0 += CHUNK) {
+    const size_t n = nb - c0 < CHUNK ? nb - c0 : CHUNK;
+    const uint8_t *blk = blocks + c0 * bb;
+    prep_d(blk, n, bb, d);
+    SCALES_IN_MEMORY(d);
+    for (size_t i = 0; i < n; i++) {
+      __m256 q[4];
+      sf(blk + i * bb, q);
+      const __m256 dv = _mm256_set1_ps(d[i]);
+#pragma GCC unroll 4
+      for (int j = 0; j < 4; j++) _mm256_storeu_ps(dst + 32 * (c0 + i) + 8 * j, _mm256_mul_ps(q[j], dv));
+    }
+  }
+}
+
+#define DEF_SYM32(NAME, BLOCK)                                                                \
+  static void dot_##NAME(const void *w, size_t nb, const float *x, size_t ldx, uint32_t nt,  \
+                         float *y, size_t ldy) {                                              \
+    const uint8_t *row = w;                                                                   \
+    const size_t bb = sizeof(BLOCK);                                                          \
+    switch (nt) {                                                                             \
+      case 1: dot32s(row, nb, bb, sym_##NAME, x, ldx, y, ldy, 1); break;                      \
+      case 2: dot32s(row, nb, bb, sym_##NAME, x, ldx, y, ldy, 2); break;                      \
+      case 3: dot32s(row, nb, bb, sym_##NAME, x, ldx, y, ldy, 3); break;                      \
+      default: dot32s(row, nb, bb, sym_##NAME, x, ldx, y, ldy, 4); break;                     \
+    }                                                                                         \
+  }                                                                                           \
+  static void deq_##NAME(const void *blocks, float *dst, size_t nb) {                        \
+    deq32s(blocks, nb, sizeof(BLOCK), sym_##NAME, dst);                                       \
+  }
+
+DEF_SYM32(q4_0, tq_block_q4_0)
+DEF_SYM32(q5_0, tq_block_q5_0)
+DEF_SYM32(q8_0, tq_block_q8_0)
+
 #define DEF_BLOCK32(NAME, BLOCK)                                                              \
   static void dot_##NAME(const void *w, size_t nb, const float *x, size_t ldx, uint32_t nt,  \
                          float *y, size_t ldy) {                                              \
@@ -271,11 +371,8 @@ TQ_INLINE void deq32(const uint8_t *blocks, size_t nb, size_t bb, prep32_fn prep
     deq32(blocks, nb, sizeof(BLOCK), prep_##NAME, vec_##NAME, dst);                           \
   }
 
-DEF_BLOCK32(q4_0, tq_block_q4_0)
 DEF_BLOCK32(q4_1, tq_block_q4_1)
-DEF_BLOCK32(q5_0, tq_block_q5_0)
 DEF_BLOCK32(q5_1, tq_block_q5_1)
-DEF_BLOCK32(q8_0, tq_block_q8_0)
 
 /* ------------------------------------------------------------------------ */
 /* K-quant super-blocks: scales once, then 8 units of 32                     */
@@ -295,13 +392,6 @@ static inline uint32_t load_u32(const uint8_t *p) {
   uint32_t v;
   memcpy(&v, p, 4);
   return v;
-}
-
-/* Low and high nibbles of 16 bytes, as bytes. */
-static inline void nibbles(__m128i q, __m128i *lo, __m128i *hi) {
-  const __m128i m = _mm_set1_epi8(15);
-  *lo = _mm_and_si128(q, m);
-  *hi = _mm_and_si128(_mm_srli_epi16(q, 4), m);
 }
 
 /* 8 unsigned bytes (two little-endian words) times f into 8 floats. */
@@ -554,19 +644,26 @@ TQ_INLINE float one_bf16(const uint8_t *row, size_t i) {
   return f;
 }
 
+/* Fused dot over n elements: eight vectors per step, in eight chains for one
+ * token (hiding the FMA latency), in CHAINS(NT) per token otherwise; then
+ * whole vectors, then a scalar tail added to the folded sums. */
 TQ_INLINE void dotf(const uint8_t *row, size_t n, vecf_fn vf, scalarf_fn sf, const float *x,
                     size_t ldx, float *y, size_t ldy, const uint32_t NT) {
-  __m256 acc[TQ_DOT_MAX_TOKENS][4];
+  const uint32_t NC = NT == 1 ? 8u : CHAINS(NT);
+  __m256 acc[TQ_DOT_MAX_TOKENS][8];
 #pragma GCC unroll 4
   for (uint32_t t = 0; t < NT; t++)
-#pragma GCC unroll 4
-    for (int j = 0; j < 4; j++) acc[t][j] = _mm256_setzero_ps();
+#pragma GCC unroll 8
+    for (uint32_t j = 0; j < 8; j++) acc[t][j] = _mm256_setzero_ps();
   size_t i = 0;
-  for (; i + 32 <= n; i += 32) {
-    __m256 w[4];
+  for (; i + 64 <= n; i += 64) {
+#pragma GCC unroll 8
+    for (uint32_t j = 0; j < 8; j++) {
+      const __m256 wv = vf(row, i + 8 * (size_t)j);
 #pragma GCC unroll 4
-    for (int j = 0; j < 4; j++) w[j] = vf(row, i + 8 * (size_t)j);
-    fma_unit(acc, w, x, ldx, i, NT);
+      for (uint32_t t = 0; t < NT; t++)
+        acc[t][j % NC] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + t * ldx + i + 8 * j), acc[t][j % NC]);
+    }
   }
   for (; i + 8 <= n; i += 8) {
     const __m256 wv = vf(row, i);
@@ -574,7 +671,15 @@ TQ_INLINE void dotf(const uint8_t *row, size_t n, vecf_fn vf, scalarf_fn sf, con
     for (uint32_t t = 0; t < NT; t++)
       acc[t][0] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + t * ldx + i), acc[t][0]);
   }
-  store_sums(acc, y, ldy, NT);
+#pragma GCC unroll 4
+  for (uint32_t t = 0; t < NT; t++) {
+    __m256 s = _mm256_add_ps(acc[t][0], acc[t][1]);
+    if (NC >= 4) s = _mm256_add_ps(s, _mm256_add_ps(acc[t][2], acc[t][3]));
+    if (NC == 8)
+      s = _mm256_add_ps(s, _mm256_add_ps(_mm256_add_ps(acc[t][4], acc[t][5]),
+                                         _mm256_add_ps(acc[t][6], acc[t][7])));
+    y[t * ldy] = hsum(s);
+  }
   for (; i < n; i++) {
     const float wi = sf(row, i);
 #pragma GCC unroll 4

@@ -9,19 +9,23 @@
  *
  * Every type is read in units whose elements come out as whole vectors:
  * - 32-element blocks (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0): two vectors; the
- *   16 quant bytes widened to dwords once, nibbles split there (mask,
- *   shift), fifth bits or-ed in under a mask register; the fp16 scales of
- *   up to CHUNK blocks converted in a prepass (see block_f16);
+ *   16 quant bytes widened to dwords once (vpmovzxbd from memory). 4-bit
+ *   values are looked up (vpermps, which reads only an index's low 4 bits,
+ *   so low nibbles need no mask) in a per-block 16-entry table of
+ *   i * d + m; 5-bit values are split, get their fifth bits under a mask
+ *   register and are converted; the fp16 scales of up to CHUNK blocks are
+ *   converted in a prepass (see block_f16);
  * - K-quant super-blocks: per super-block the 8 or 16 sub-block scales
  *   (and mins) are unpacked once into floats, then units of 64 (128 for
- *   Q6_K) consecutive elements, four (eight) vectors each;
+ *   Q6_K) consecutive elements, four (eight) vectors each; Q4_K through
+ *   per-sub-block tables as above;
  * - every per-block factor is broadcast from memory (a load, not a shuffle:
- *   the shuffle port is the one the widening instructions need);
+ *   the shuffle port is the one the widening and lookups need);
  * - F32 / F16 / BF16: one vector per 16 elements, masked at the row's end.
  * The same unit functions serve the fused dot kernels (dequantized in
  * registers and multiplied with up to TQ_DOT_MAX_TOKENS tokens' x as they
  * are read, for decode) and the dequantize-to-buffer kernels (for the
- * batched path, whose float tile kernel is gemm_avx512).
+ * batched path, whose float tile kernel is gemm_avx512: 4 rows x 6 tokens).
  *
  * Loads never leave the blocks of the row or the caller's x and W.
  */
@@ -112,15 +116,15 @@ static inline void block_f16(const uint8_t *blocks, size_t bb, size_t off, size_
 }
 
 /* Per-block factors of a chunk: w = q * d[i] + m[i], q the unsigned 4- or
- * 5-bit value. The types without a min take m = -8 d (Q4_0) or -16 d (Q5_0):
- * q * d - 8 d rounds once, exactly as ggml's (q - 8) * d. Q8_0 uses d only. */
+ * 5-bit value. Q5_0 takes m = -16 d: q * d - 16 d rounds once, exactly as
+ * ggml's (q - 16) * d. Q4_0 and Q8_0 use d only. */
 typedef void (*prep32_fn)(const uint8_t *blocks, size_t n, float *d, float *m);
 /* One block into w[0..1], given its factors. */
 typedef void (*vec32_fn)(const uint8_t *blk, const float *d, const float *m, __m512 *w);
 
 TQ_INLINE void prep_q4_0(const uint8_t *b, size_t n, float *d, float *m) {
+  (void)m;
   block_f16(b, sizeof(tq_block_q4_0), 0, n, 1.0f, d);
-  block_f16(b, sizeof(tq_block_q4_0), 0, n, -8.0f, m);
 }
 TQ_INLINE void prep_q4_1(const uint8_t *b, size_t n, float *d, float *m) {
   block_f16(b, sizeof(tq_block_q4_1), 0, n, 1.0f, d);
@@ -162,16 +166,32 @@ TQ_INLINE void affine2(__m512i lo, __m512i hi, const float *d, const float *m, _
   w[1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(hi), dv, mv);
 }
 
+/* 4-bit quants through a 16-entry table: entry i = i * d + m (one fused
+ * rounding, as affine2), looked up by vpermps, which reads only the low 4
+ * bits of each index lane: the low nibbles need no mask. Per block one
+ * widening, one shift, one table and two lookups: fewer uops than
+ * converting and scaling each vector, and split evenly between the two
+ * 512-bit ports. */
+TQ_INLINE void lut_q4(const uint8_t *qs, const float *d, const float *m, __m512 *w) {
+  const __m512 iota = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512 table = _mm512_fmadd_ps(iota, _mm512_set1_ps(*d), _mm512_set1_ps(*m));
+  const __m512i v = _mm512_cvtepu8_epi32(load128(qs));
+  w[0] = _mm512_permutexvar_ps(v, table);
+  w[1] = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), table);
+}
+
+/* Q4_0: the table (i - 8) * d, from d alone (exactly ggml's products). */
 TQ_INLINE void vec_q4_0(const uint8_t *p, const float *d, const float *m, __m512 *w) {
-  __m512i lo, hi;
-  nibbles32(((const tq_block_q4_0 *)(const void *)p)->qs, &lo, &hi);
-  affine2(lo, hi, d, m, w);
+  (void)m;
+  const __m512 iota8 = _mm512_setr_ps(-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7);
+  const __m512 table = _mm512_mul_ps(iota8, _mm512_set1_ps(*d));
+  const __m512i v = _mm512_cvtepu8_epi32(load128(((const tq_block_q4_0 *)(const void *)p)->qs));
+  w[0] = _mm512_permutexvar_ps(v, table);
+  w[1] = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), table);
 }
 
 TQ_INLINE void vec_q4_1(const uint8_t *p, const float *d, const float *m, __m512 *w) {
-  __m512i lo, hi;
-  nibbles32(((const tq_block_q4_1 *)(const void *)p)->qs, &lo, &hi);
-  affine2(lo, hi, d, m, w);
+  lut_q4(((const tq_block_q4_1 *)(const void *)p)->qs, d, m, w);
 }
 
 TQ_INLINE void vec_q5_0(const uint8_t *p, const float *d, const float *m, __m512 *w) {
@@ -354,18 +374,20 @@ TQ_INLINE void prep_q4_K(const uint8_t *p, kscale *ks) {
 }
 
 /* Unit g < 4: qs[32 g .. 32 g + 31] widened to dwords (two halves); low
- * nibbles are sub-block 2 g, high nibbles 2 g + 1. */
+ * nibbles are sub-block 2 g, high nibbles 2 g + 1, each looked up in its
+ * sub-block's 16-entry table i * a - b (vpermps uses the low 4 bits). */
 TQ_INLINE void vec_q4_K(const uint8_t *p, uint32_t g, const kscale *ks, __m512 *w) {
   const tq_block_q4_K *b = (const tq_block_q4_K *)(const void *)p;
+  const __m512 iota = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512 t0 = _mm512_fmsub_ps(iota, _mm512_set1_ps(ks->a[2 * g]), _mm512_set1_ps(ks->b[2 * g]));
+  const __m512 t1 =
+      _mm512_fmsub_ps(iota, _mm512_set1_ps(ks->a[2 * g + 1]), _mm512_set1_ps(ks->b[2 * g + 1]));
   const __m512i v0 = _mm512_cvtepu8_epi32(load128(b->qs + 32 * g));
   const __m512i v1 = _mm512_cvtepu8_epi32(load128(b->qs + 32 * g + 16));
-  const __m512i m4 = _mm512_set1_epi32(15);
-  const __m512 a0 = _mm512_set1_ps(ks->a[2 * g]), m0 = _mm512_set1_ps(ks->b[2 * g]);
-  const __m512 a1 = _mm512_set1_ps(ks->a[2 * g + 1]), m1 = _mm512_set1_ps(ks->b[2 * g + 1]);
-  w[0] = _mm512_fmsub_ps(_mm512_cvtepi32_ps(_mm512_and_si512(v0, m4)), a0, m0);
-  w[1] = _mm512_fmsub_ps(_mm512_cvtepi32_ps(_mm512_and_si512(v1, m4)), a0, m0);
-  w[2] = _mm512_fmsub_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(v0, 4)), a1, m1);
-  w[3] = _mm512_fmsub_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(v1, 4)), a1, m1);
+  w[0] = _mm512_permutexvar_ps(v0, t0);
+  w[1] = _mm512_permutexvar_ps(v1, t0);
+  w[2] = _mm512_permutexvar_ps(_mm512_srli_epi32(v0, 4), t1);
+  w[3] = _mm512_permutexvar_ps(_mm512_srli_epi32(v1, 4), t1);
 }
 
 TQ_INLINE void prep_q5_K(const uint8_t *p, kscale *ks) {
@@ -493,11 +515,11 @@ TQ_INLINE void vec_q3_K(const uint8_t *p, uint32_t g, const kscale *ks, __m512 *
   }
 }
 
-/* Fused dot over nb super-blocks, units of VPU vectors; four chains per
- * token (vector j of a unit into chain j % 4). */
+/* Fused dot over nb super-blocks, NU units of VPU vectors (NU VPU = 16);
+ * four chains per token (vector j of a unit into chain j % 4). */
 TQ_INLINE void dotk(const uint8_t *row, size_t nb, size_t bb, kprep_fn prep, kvec_fn vf,
-                    const uint32_t VPU, const float *x, size_t ldx, float *y, size_t ldy,
-                    const uint32_t NT) {
+                    const uint32_t VPU, const uint32_t NU, const float *x, size_t ldx, float *y,
+                    size_t ldy, const uint32_t NT) {
   __m512 acc[TQ_DOT_MAX_TOKENS][4];
 #pragma GCC unroll 4
   for (uint32_t t = 0; t < NT; t++)
@@ -509,7 +531,7 @@ TQ_INLINE void dotk(const uint8_t *row, size_t nb, size_t bb, kprep_fn prep, kve
     prep(blk, &ks);
     SCALES_IN_MEMORY(&ks);
 #pragma GCC unroll 4
-    for (uint32_t u = 0; u < 16 / VPU; u++) {
+    for (uint32_t u = 0; u < NU; u++) {
       __m512 w[8];
       vf(blk, u, &ks, w);
 #pragma GCC unroll 4
@@ -528,14 +550,14 @@ TQ_INLINE void dotk(const uint8_t *row, size_t nb, size_t bb, kprep_fn prep, kve
 }
 
 TQ_INLINE void deqk(const uint8_t *blocks, size_t nb, size_t bb, kprep_fn prep, kvec_fn vf,
-                    const uint32_t VPU, float *dst) {
+                    const uint32_t VPU, const uint32_t NU, float *dst) {
   for (size_t i = 0; i < nb; i++) {
     const uint8_t *blk = blocks + i * bb;
     kscale ks;
     prep(blk, &ks);
     SCALES_IN_MEMORY(&ks);
 #pragma GCC unroll 4
-    for (uint32_t u = 0; u < 16 / VPU; u++) {
+    for (uint32_t u = 0; u < NU; u++) {
       __m512 w[8];
       vf(blk, u, &ks, w);
 #pragma GCC unroll 8
@@ -551,14 +573,14 @@ TQ_INLINE void deqk(const uint8_t *blocks, size_t nb, size_t bb, kprep_fn prep, 
     const uint8_t *row = w;                                                                   \
     const size_t bb = sizeof(BLOCK);                                                          \
     switch (nt) {                                                                             \
-      case 1: dotk(row, nb, bb, prep_##NAME, vec_##NAME, VPU, x, ldx, y, ldy, 1); break;      \
-      case 2: dotk(row, nb, bb, prep_##NAME, vec_##NAME, VPU, x, ldx, y, ldy, 2); break;      \
-      case 3: dotk(row, nb, bb, prep_##NAME, vec_##NAME, VPU, x, ldx, y, ldy, 3); break;      \
-      default: dotk(row, nb, bb, prep_##NAME, vec_##NAME, VPU, x, ldx, y, ldy, 4); break;     \
+      case 1: dotk(row, nb, bb, prep_##NAME, vec_##NAME, VPU, 16 / VPU, x, ldx, y, ldy, 1); break;      \
+      case 2: dotk(row, nb, bb, prep_##NAME, vec_##NAME, VPU, 16 / VPU, x, ldx, y, ldy, 2); break;      \
+      case 3: dotk(row, nb, bb, prep_##NAME, vec_##NAME, VPU, 16 / VPU, x, ldx, y, ldy, 3); break;      \
+      default: dotk(row, nb, bb, prep_##NAME, vec_##NAME, VPU, 16 / VPU, x, ldx, y, ldy, 4); break;     \
     }                                                                                         \
   }                                                                                           \
   static void deq_##NAME(const void *blocks, float *dst, size_t nb) {                        \
-    deqk(blocks, nb, sizeof(BLOCK), prep_##NAME, vec_##NAME, VPU, dst);                       \
+    deqk(blocks, nb, sizeof(BLOCK), prep_##NAME, vec_##NAME, VPU, 16 / VPU, dst);                       \
   }
 
 DEF_BLOCKK(q2_K, tq_block_q2_K, 4)
@@ -586,24 +608,27 @@ TQ_INLINE __m512 vec_bf16(const uint8_t *row, size_t i, __mmask16 m) {
   return _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
 }
 
-/* Fused dot over n elements: 64 per step, four chains per token. (The
- * all-ones masks of the main loop compile to plain loads.) */
+/* Fused dot over n elements: VS vectors per step in VS chains per token
+ * (eight for one token, so that the FMA latency is hidden; four for more),
+ * then whole vectors, then a masked tail. (The all-ones masks compile to
+ * plain loads.) */
 TQ_INLINE void dotf(const uint8_t *row, size_t n, vecf_fn vf, const float *x, size_t ldx,
                     float *y, size_t ldy, const uint32_t NT) {
-  __m512 acc[TQ_DOT_MAX_TOKENS][4];
+  const uint32_t VS = NT == 1 ? 8 : 4;
+  __m512 acc[TQ_DOT_MAX_TOKENS][8];
 #pragma GCC unroll 4
   for (uint32_t t = 0; t < NT; t++)
-#pragma GCC unroll 4
-    for (int j = 0; j < 4; j++) acc[t][j] = _mm512_setzero_ps();
+#pragma GCC unroll 8
+    for (uint32_t j = 0; j < VS; j++) acc[t][j] = _mm512_setzero_ps();
   size_t i = 0;
-  for (; i + 64 <= n; i += 64) {
-    __m512 w[4];
-#pragma GCC unroll 4
-    for (int j = 0; j < 4; j++) w[j] = vf(row, i + 16 * (size_t)j, 0xffff);
+  for (; i + 16 * VS <= n; i += 16 * VS) {
+    __m512 w[8];
+#pragma GCC unroll 8
+    for (uint32_t j = 0; j < VS; j++) w[j] = vf(row, i + 16 * (size_t)j, 0xffff);
 #pragma GCC unroll 4
     for (uint32_t t = 0; t < NT; t++)
-#pragma GCC unroll 4
-      for (int j = 0; j < 4; j++)
+#pragma GCC unroll 8
+      for (uint32_t j = 0; j < VS; j++)
         acc[t][j] = _mm512_fmadd_ps(w[j], _mm512_loadu_ps(x + t * ldx + i + 16 * j), acc[t][j]);
   }
   for (; i < n; i += 16) {
@@ -614,9 +639,13 @@ TQ_INLINE void dotf(const uint8_t *row, size_t n, vecf_fn vf, const float *x, si
       acc[t][0] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(m, x + t * ldx + i), acc[t][0]);
   }
 #pragma GCC unroll 4
-  for (uint32_t t = 0; t < NT; t++)
-    y[t * ldy] = hsum(_mm512_add_ps(_mm512_add_ps(acc[t][0], acc[t][1]),
-                                    _mm512_add_ps(acc[t][2], acc[t][3])));
+  for (uint32_t t = 0; t < NT; t++) {
+    __m512 s = _mm512_add_ps(_mm512_add_ps(acc[t][0], acc[t][1]), _mm512_add_ps(acc[t][2], acc[t][3]));
+    if (VS == 8)
+      s = _mm512_add_ps(s, _mm512_add_ps(_mm512_add_ps(acc[t][4], acc[t][5]),
+                                         _mm512_add_ps(acc[t][6], acc[t][7])));
+    y[t * ldy] = hsum(s);
+  }
 }
 
 #define DEF_FLOAT(NAME)                                                                     \
@@ -648,19 +677,22 @@ DEF_FLOAT(bf16)
 /* Float tile kernel                                                         */
 /* ------------------------------------------------------------------------ */
 
-/* One R x T micro-tile over k columns: R * T accumulator vectors (R rows'
- * vectors loaded once per step, each token's once), then one reduce16. */
+/* One R x T micro-tile (R <= 4 rows, T <= 6 tokens) over k columns: R * T
+ * accumulator vectors (each step loads the R rows' vectors once and each
+ * token's once: 10 loads per 24 FMAs), then reduce16 per 16 sums. (4 x 6
+ * measured clearly faster than 4 x 4, 8 x 3 or rows outside on a Xeon with
+ * 48 KiB L1.) */
 TQ_INLINE void tile(const float *w, size_t ldw, const float *x, size_t ldx, size_t k, float *c,
                     size_t ldc, const uint32_t R, const uint32_t T) {
-  __m512 acc[16];
-#pragma GCC unroll 16
-  for (uint32_t i = 0; i < 16; i++) acc[i] = _mm512_setzero_ps();
+  __m512 acc[32];
+#pragma GCC unroll 32
+  for (uint32_t i = 0; i < 32; i++) acc[i] = _mm512_setzero_ps();
   size_t i = 0;
   for (; i + 16 <= k; i += 16) {
     __m512 wv[4];
 #pragma GCC unroll 4
     for (uint32_t r = 0; r < R; r++) wv[r] = _mm512_loadu_ps(w + r * ldw + i);
-#pragma GCC unroll 4
+#pragma GCC unroll 6
     for (uint32_t t = 0; t < T; t++) {
       const __m512 xv = _mm512_loadu_ps(x + t * ldx + i);
 #pragma GCC unroll 4
@@ -672,42 +704,54 @@ TQ_INLINE void tile(const float *w, size_t ldw, const float *x, size_t ldx, size
     __m512 wv[4];
 #pragma GCC unroll 4
     for (uint32_t r = 0; r < R; r++) wv[r] = _mm512_maskz_loadu_ps(m, w + r * ldw + i);
-#pragma GCC unroll 4
+#pragma GCC unroll 6
     for (uint32_t t = 0; t < T; t++) {
       const __m512 xv = _mm512_maskz_loadu_ps(m, x + t * ldx + i);
 #pragma GCC unroll 4
       for (uint32_t r = 0; r < R; r++) acc[t * R + r] = _mm512_fmadd_ps(wv[r], xv, acc[t * R + r]);
     }
   }
-  float out[16];
+  float out[32];
   _mm512_storeu_ps(out, reduce16(acc));
-#pragma GCC unroll 4
+  if (R * T > 16) _mm512_storeu_ps(out + 16, reduce16(acc + 16));
+#pragma GCC unroll 6
   for (uint32_t t = 0; t < T; t++)
 #pragma GCC unroll 4
     for (uint32_t r = 0; r < R; r++) c[t * ldc + r] += out[t * R + r];
 }
 
-#define TILE_CASE(R, T) \
-  case (R) * 8 + (T): tile(w, ldw, x, ldx, k, c, ldc, R, T); break;
+#define TILE_T(R, T) \
+  case T: tile(w, ldw, x, ldx, k, c, ldc, R, T); return;
+#define TILE_R(R)                                                        \
+  case R:                                                                \
+    switch (T) {                                                         \
+      TILE_T(R, 1) TILE_T(R, 2) TILE_T(R, 3) TILE_T(R, 4) TILE_T(R, 5) \
+      default: tile(w, ldw, x, ldx, k, c, ldc, R, 6); return;           \
+    }
 
+/* The micro-tile for R <= 4 rows and T <= 6 tokens, each shape a
+ * compile-time instance. */
 static void tile_any(const float *w, size_t ldw, uint32_t R, const float *x, size_t ldx,
                      uint32_t T, size_t k, float *c, size_t ldc) {
-  switch (R * 8 + T) {
-    TILE_CASE(1, 1) TILE_CASE(1, 2) TILE_CASE(1, 3) TILE_CASE(1, 4)
-    TILE_CASE(2, 1) TILE_CASE(2, 2) TILE_CASE(2, 3) TILE_CASE(2, 4)
-    TILE_CASE(3, 1) TILE_CASE(3, 2) TILE_CASE(3, 3) TILE_CASE(3, 4)
-    TILE_CASE(4, 1) TILE_CASE(4, 2) TILE_CASE(4, 3)
-    default: tile(w, ldw, x, ldx, k, c, ldc, 4, 4); break;
+  switch (R) {
+    TILE_R(1)
+    TILE_R(2)
+    TILE_R(3)
+    default:
+      switch (T) {
+        TILE_T(4, 1) TILE_T(4, 2) TILE_T(4, 3) TILE_T(4, 4) TILE_T(4, 5)
+        default: tile(w, ldw, x, ldx, k, c, ldc, 4, 6); return;
+      }
   }
 }
 
-/* Token groups of 4 outside, row groups of 4 inside: a group's x rows stay
+/* Token groups of 6 outside, row groups of 4 inside: a group's x rows stay
  * in L1 while the tile's weights (at most TQ_MM_ROWS x TQ_MM_KC) come from
  * L1/L2. */
 static void gemm_avx512(const float *w, size_t ldw, uint32_t nr, const float *x, size_t ldx,
                         uint32_t nt, size_t k, float *c, size_t ldc) {
-  for (uint32_t t0 = 0; t0 < nt; t0 += 4) {
-    uint32_t T = nt - t0 < 4 ? nt - t0 : 4;
+  for (uint32_t t0 = 0; t0 < nt; t0 += 6) {
+    uint32_t T = nt - t0 < 6 ? nt - t0 : 6;
     for (uint32_t r0 = 0; r0 < nr; r0 += 4) {
       uint32_t R = nr - r0 < 4 ? nr - r0 : 4;
       tile_any(w + r0 * ldw, ldw, R, x + t0 * ldx, ldx, T, k, c + t0 * ldc + r0, ldc);

@@ -23,6 +23,24 @@
  *   them is tokenized on its own, which for SPM means each fragment gets its
  *   own leading "▁".
  *
+ * Pre-tokenizers (tokenizer.ggml.pre), with the regexes of the models'
+ *   tokenizer.json files as llama.cpp maps the names: llama3 / llama-v3 /
+ *   llama-bpe / falcon3 (Llama 3, ignore_merges, BOS by default), dbrx /
+ *   smaug-bpe (the same regex), qwen2 / deepseek-r1-qwen / stablelm2 / megrez,
+ *   gpt2 / gpt-2 / phi-2 / mpt / olmo, smollm / starcoder / refact / command-r
+ *   / codeshell / exaone / minerva-7b (single digits, then GPT-2), and
+ *   "default" (also when the key is missing: llama.cpp's four-regex default).
+ *   Other names are TQ_ERR_UNSUPPORTED.
+ * Detokenization: SPM turns "▁" into a space and <0xXX> tokens into bytes,
+ *   and drops the first byte of the output if it is a space (add_space_prefix;
+ *   Hugging Face's Strip decoder); BPE maps stand-ins back to bytes. Control
+ *   and unknown tokens give their text, or nothing with skip_special;
+ *   user-defined tokens of a BPE model their raw text. Bytes pass through a
+ *   UTF-8 assembler that emits complete characters only. tq_detok.n_tokens
+ *   counts the tokens that produced bytes (a skipped BOS does not).
+ * Cost: O(n log n) in the longest stretch of text no merge boundary splits
+ *   (see "Segments"); for ordinary text that is a word or a piece.
+ *
  * Hostile metadata: array types and lengths are checked, ids must lie in the
  * vocabulary, merges naming missing tokens are skipped, duplicate token texts
  * resolve to the lowest id, token texts are bytes (NULs and invalid UTF-8
@@ -844,12 +862,17 @@ typedef struct sym {
   uint32_t n;     /* bytes; 0 once merged away */
 } sym;
 
+/* A merge candidate (16 bytes: long pieces make large queues). */
 typedef struct cand {
-  float score;     /* SPM: higher first */
-  uint32_t rank;   /* BPE: lower first */
+  union {
+    float score;   /* SPM: higher first */
+    uint32_t rank; /* BPE: lower first */
+  } key;
   int32_t left, right;
-  uint32_t size;   /* SPM: bytes of the merged piece, to detect stale entries */
-  int32_t result;  /* BPE: the merged token */
+  union {
+    uint32_t size;  /* SPM: bytes of the merged piece, to detect stale entries */
+    int32_t result; /* BPE: the merged token */
+  } val;
 } cand;
 
 typedef struct work {
@@ -889,9 +912,9 @@ static int grow(void **p, size_t *cap, size_t need, size_t elem) {
  * then leftmost; BPE: lowest rank, then leftmost. */
 static int cand_better(const tq_tokenizer *t, const cand *a, const cand *b) {
   if (t->kind == TQ_TOKENIZER_SPM) {
-    if (a->score != b->score) return a->score > b->score;
-  } else if (a->rank != b->rank) {
-    return a->rank < b->rank;
+    if (a->key.score != b->key.score) return a->key.score > b->key.score;
+  } else if (a->key.rank != b->key.rank) {
+    return a->key.rank < b->key.rank;
   }
   return a->left < b->left;
 }
@@ -945,7 +968,11 @@ static void spm_try_pair(work *w, const uint8_t *text, int32_t l, int32_t r) {
   const sym *a = &w->syms[l], *b = &w->syms[r];
   int32_t id = lookup(w->t, (const char *)text + a->start, (size_t)a->n + b->n);
   if (id < 0 || !spm_mergeable(w->t->attr[id])) return;
-  cand c = {w->t->score[id], 0, l, r, a->n + b->n, id};
+  cand c;
+  c.key.score = w->t->score[id];
+  c.left = l;
+  c.right = r;
+  c.val.size = a->n + b->n;
   heap_push(w, &c);
 }
 
@@ -965,7 +992,7 @@ static void spm_merge(work *w, const uint8_t *text, int32_t count) {
   while (w->heap_n) {
     cand c = heap_pop(w);
     sym *a = &w->syms[c.left], *b = &w->syms[c.right];
-    if (a->n == 0 || b->n == 0 || a->next != c.right || a->n + b->n != c.size) continue;
+    if (a->n == 0 || b->n == 0 || a->next != c.right || a->n + b->n != c.val.size) continue;
     a->n += b->n;
     b->n = 0;
     a->next = b->next;
@@ -1052,7 +1079,11 @@ static void bpe_try_pair(work *w, int32_t l, int32_t r) {
   if (l < 0 || r < 0) return;
   const merge_slot *m = find_merge(w->t, w->syms[l].id, w->syms[r].id);
   if (!m) return;
-  cand c = {0.0f, m->rank, l, r, 0, m->result};
+  cand c;
+  c.key.rank = m->rank;
+  c.left = l;
+  c.right = r;
+  c.val.result = m->result;
   heap_push(w, &c);
 }
 
@@ -1085,8 +1116,8 @@ static void bpe_segment(work *w, const uint8_t *s, size_t n) {
     if (a->n == 0 || a->next != c.right) continue;
     sym *b = &w->syms[c.right];
     const merge_slot *m = find_merge(t, a->id, b->id);
-    if (!m || m->result != c.result) continue; /* stale: a side changed */
-    a->id = c.result;
+    if (!m || m->result != c.val.result) continue; /* stale: a side changed */
+    a->id = c.val.result;
     a->n += b->n;
     b->n = 0;
     a->next = b->next;

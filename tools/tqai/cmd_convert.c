@@ -26,6 +26,7 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -152,6 +153,40 @@ static char *join_path(const char *dir, const char *name) {
   p[a] = '/';
   memcpy(p + a + 1, name, b + 1);
   return p;
+}
+
+/* Reads a regular text file of at most max bytes without NULs into a new
+ * NUL-terminated string. Returns 0, 1 when it does not exist (*out NULL), or
+ * -1 with a message. */
+static int read_text_file(conv *c, const char *path, size_t max, char **out) {
+  *out = NULL;
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return errno == ENOENT ? 1 : cfail(c, "%s: %s", path, strerror(errno));
+  struct stat sb;
+  if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || (uint64_t)sb.st_size > max) {
+    close(fd);
+    return cfail(c, "%s: not a regular file of at most %zu bytes", path, max);
+  }
+  size_t n = (size_t)sb.st_size, got = 0;
+  char *buf = malloc(n + 1);
+  if (!buf) {
+    close(fd);
+    return cfail(c, "out of memory");
+  }
+  while (got < n) {
+    ssize_t r = read(fd, buf + got, n - got);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) break;
+    got += (size_t)r;
+  }
+  close(fd);
+  buf[got] = '\0';
+  if (got != n || strlen(buf) != n) {
+    free(buf);
+    return cfail(c, "%s: read error or a NUL byte", path);
+  }
+  *out = buf;
+  return 0;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -966,6 +1001,9 @@ static int write_tokenizer(conv *c) {
   int unigram = !strcmp(mtype, "Unigram");
   if (unigram) {
     c->spm = 1;
+    note(c, "tokenizer.json: a Unigram model is written as SentencePiece-style \"llama\" with its scores; "
+            "tqai merges pieces by score, which can split some words differently from the Unigram model's "
+            "best segmentation");
   } else if (!strcmp(mtype, "BPE")) {
     if (pi.bytelevel) c->spm = 0;
     else if (byte_fallback == 1 || pi.metaspace || norm) c->spm = 1;
@@ -1225,52 +1263,17 @@ static int write_tokenizer(conv *c) {
   kv_check(&k, "add_bos", tq_gguf_writer_add_bool(c->w, "tokenizer.ggml.add_bos_token", add_bos));
   kv_check(&k, "add_eos", tq_gguf_writer_add_bool(c->w, "tokenizer.ggml.add_eos_token", add_eos == 1));
 
-  /* Chat template: chat_template.jinja (transformers >= 4.5x), else
-   * tokenizer_config.json's chat_template (a string, or a list of named
+  /* Chat template: chat_template.jinja (written by recent transformers),
+   * else tokenizer_config.json's chat_template (a string, or a list of named
    * templates of which "default" is taken). */
   char *tmpl = NULL;
   {
     char *p = join_path(c->dir, "chat_template.jinja");
-    FILE *f = p ? fopen(p, "rb") : NULL;
-    if (f) {
-      size_t cap = 4096, n = 0;
-      tmpl = malloc(cap);
-      while (tmpl) {
-        size_t r = fread(tmpl + n, 1, cap - n - 1, f);
-        n += r;
-        if (r == 0) break;
-        if (n + 1 == cap) {
-          if (cap >= ((size_t)16 << 20)) {
-            free(tmpl);
-            tmpl = NULL;
-            rc = cfail(c, "chat_template.jinja: larger than 16 MiB");
-            break;
-          }
-          char *nt = realloc(tmpl, cap * 2);
-          if (!nt) {
-            free(tmpl);
-            tmpl = NULL;
-            break;
-          }
-          tmpl = nt;
-          cap *= 2;
-        }
-      }
-      if (tmpl) {
-        tmpl[n] = '\0';
-        if (strlen(tmpl) != n) {
-          free(tmpl);
-          tmpl = NULL;
-          rc = cfail(c, "chat_template.jinja: contains a NUL byte");
-        }
-      } else if (!rc) {
-        rc = cfail(c, "out of memory");
-      }
-      fclose(f);
-    }
+    if (!p) return cfail(c, "out of memory");
+    int r = read_text_file(c, p, (size_t)16 << 20, &tmpl);
     free(p);
+    if (r < 0) return -1;
   }
-  if (rc) return rc;
   if (!tmpl) {
     struct json_object *ct = jget(c->tokcfg, "chat_template");
     const char *s = NULL;
@@ -1312,6 +1315,9 @@ static int check_output(conv *c) {
 }
 
 static int convert(conv *c) {
+  struct stat sb;
+  if (stat(c->dir, &sb) != 0) return cfail(c, "%s: %s", c->dir, strerror(errno));
+  if (!S_ISDIR(sb.st_mode)) return cfail(c, "%s: not a directory", c->dir);
   if (check_output(c)) return -1;
   char *p = join_path(c->dir, "config.json");
   if (!p) return cfail(c, "out of memory");
@@ -1368,8 +1374,8 @@ static int convert(conv *c) {
   }
   const tq_model_info *I = tq_model_get_info(m);
   if (!c->quiet) {
-    struct stat sb;
-    double mib = stat(c->out, &sb) == 0 ? (double)sb.st_size / (1024.0 * 1024.0) : 0.0;
+    struct stat ob;
+    double mib = stat(c->out, &ob) == 0 ? (double)ob.st_size / (1024.0 * 1024.0) : 0.0;
     fprintf(stderr, "wrote %s: %.2f MiB, %llu parameters, %s weights; it loads as %s\n", c->out, mib,
             (unsigned long long)I->n_params, tq_tensor_type_name(I->weight_type), tq_arch_name(I->arch));
   }
