@@ -1,5 +1,5 @@
 #!/bin/sh
-# Runs every test program in BUILD/tests and the command-line checks, then
+# Runs every test program in BUILD/tests and the shell tests, then
 # prints the total as the last line: "N passed, N failed". Exits non-zero if
 # any test failed or a program crashed before printing its summary.
 build=${1:-build}
@@ -31,8 +31,12 @@ for t in "$build"/tests/test_*; do
   [ -f "$t" ] && [ -x "$t" ] || continue
   run_one "$(basename "$t")" "$t"
 done
+# Shell tests take the tool's path: tests/test_NAME.sh build/tqai.
 if [ -x "$build/tqai" ]; then
-  run_one test_cli sh tests/test_cli.sh "$build/tqai"
+  for t in tests/test_*.sh; do
+    [ -f "$t" ] || continue
+    run_one "$(basename "$t" .sh)" sh "$t" "$build/tqai"
+  done
 fi
 echo "$passed passed, $failed failed"
 exit $status

@@ -13,14 +13,15 @@
  *   values are looked up (vpermps, which reads only an index's low 4 bits,
  *   so low nibbles need no mask) in a per-block 16-entry table of
  *   i * d + m; 5-bit values are split, get their fifth bits under a mask
- *   register and are converted; the fp16 scales of up to CHUNK blocks are
- *   converted in a prepass (see block_f16);
+ *   register and are converted; a block's fp16 scales come from one
+ *   broadcast load of its first 32 bits, converted, and spread by in-lane
+ *   permutes;
  * - K-quant super-blocks: per super-block the 8 or 16 sub-block scales
  *   (and mins) are unpacked once into floats, then units of 64 (128 for
  *   Q6_K) consecutive elements, four (eight) vectors each; Q4_K through
  *   per-sub-block tables as above;
- * - every per-block factor is broadcast from memory (a load, not a shuffle:
- *   the shuffle port is the one the widening and lookups need);
+ * - the K-quant per-sub-block factors are broadcast from memory (a load, not
+ *   a shuffle: the shuffle port is the one the widening and lookups need);
  * - F32 / F16 / BF16: one vector per 16 elements, masked at the row's end.
  * The same unit functions serve the fused dot kernels (dequantized in
  * registers and multiplied with up to TQ_DOT_MAX_TOKENS tokens' x as they
@@ -90,58 +91,50 @@ TQ_INLINE __m512 reduce16(const __m512 *v) {
 /* 32-element blocks: block -> w[0] (elements 0-15), w[1] (16-31)            */
 /* ------------------------------------------------------------------------ */
 
-/* Blocks per scale chunk: the fp16 scales of up to CHUNK blocks are copied
- * out of their blocks (scalar 16-bit moves, no vector-port work), converted
- * 16 at a time, and kept in a stack array from which the block loop
- * broadcasts them straight from memory (vbroadcastss m32 is a pure load,
- * where converting and broadcasting each block's scale in registers costs
- * four shuffle-port uops and made that port the bottleneck). */
-#define CHUNK 64
-
-/* Forces the scale arrays through memory, so that they are broadcast from
- * there rather than kept in (and broadcast from) registers. */
+/* Forces the K-quant scale arrays through memory, so that they are
+ * broadcast from there (vbroadcastss m32: a pure load) rather than kept in
+ * registers and broadcast by shuffles (the shuffle port is the one the
+ * widening and table lookups need). */
 #define SCALES_IN_MEMORY(p) __asm__ __volatile__("" : : "r"(p) : "memory")
 
-/* The fp16 field at byte `off` of n blocks of bb bytes, as floats times f. */
-static inline void block_f16(const uint8_t *blocks, size_t bb, size_t off, size_t n, float f,
-                             float *out) {
-  uint16_t h[CHUNK];
-  for (size_t i = 0; i < n; i++) memcpy(&h[i], blocks + i * bb + off, 2);
-  const __m512 fv = _mm512_set1_ps(f);
-  for (size_t i = 0; i < n; i += 16) {
-    const __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : first_lanes(n - i);
-    __m512 v = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, h + i)), fv);
-    _mm512_mask_storeu_ps(out + i, m, v);
-  }
+static inline uint32_t load_u32(const uint8_t *p) {
+  uint32_t u;
+  memcpy(&u, p, 4);
+  return u;
 }
 
-/* Per-block factors of a chunk: w = q * d[i] + m[i], q the unsigned 4- or
- * 5-bit value. Q5_0 takes m = -16 d: q * d - 16 d rounds once, exactly as
- * ggml's (q - 16) * d. Q4_0 and Q8_0 use d only. */
-typedef void (*prep32_fn)(const uint8_t *blocks, size_t n, float *d, float *m);
+/* The block's first 32 bits (fp16 d, then fp16 m or quant bytes) broadcast
+ * to every dword (a pure load) and converted: lanes alternate d, m. */
+static inline __m512 head_dm(const uint8_t *p) {
+  return _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_set1_epi32((int)load_u32(p))));
+}
+
+/* Per-block factors in registers: w = q * d + m for the unsigned 4- or
+ * 5-bit q (Q5_0: m = -16 d, one rounding, exactly ggml's (q - 16) * d);
+ * Q4_0 and Q8_0 use d only. (Converted per block: a prepass of all scales
+ * into an array costs more than it saves on rows of a few dozen blocks.) */
+typedef void (*scale32_fn)(const uint8_t *blk, __m512 *d, __m512 *m);
 /* One block into w[0..1], given its factors. */
-typedef void (*vec32_fn)(const uint8_t *blk, const float *d, const float *m, __m512 *w);
+typedef void (*vec32_fn)(const uint8_t *blk, __m512 d, __m512 m, __m512 *w);
 
-TQ_INLINE void prep_q4_0(const uint8_t *b, size_t n, float *d, float *m) {
-  (void)m;
-  block_f16(b, sizeof(tq_block_q4_0), 0, n, 1.0f, d);
+TQ_INLINE void scale_d(const uint8_t *p, __m512 *d, __m512 *m) {
+  *d = _mm512_permute_ps(head_dm(p), 0x00);
+  *m = _mm512_setzero_ps();
 }
-TQ_INLINE void prep_q4_1(const uint8_t *b, size_t n, float *d, float *m) {
-  block_f16(b, sizeof(tq_block_q4_1), 0, n, 1.0f, d);
-  block_f16(b, sizeof(tq_block_q4_1), 2, n, 1.0f, m);
+TQ_INLINE void scale_dm(const uint8_t *p, __m512 *d, __m512 *m) {
+  const __m512 dm = head_dm(p);
+  *d = _mm512_permute_ps(dm, 0x00);
+  *m = _mm512_permute_ps(dm, 0x55);
 }
-TQ_INLINE void prep_q5_0(const uint8_t *b, size_t n, float *d, float *m) {
-  block_f16(b, sizeof(tq_block_q5_0), 0, n, 1.0f, d);
-  block_f16(b, sizeof(tq_block_q5_0), 0, n, -16.0f, m);
+TQ_INLINE void scale_d16(const uint8_t *p, __m512 *d, __m512 *m) {
+  *d = _mm512_permute_ps(head_dm(p), 0x00);
+  *m = _mm512_mul_ps(*d, _mm512_set1_ps(-16.0f));
 }
-TQ_INLINE void prep_q5_1(const uint8_t *b, size_t n, float *d, float *m) {
-  block_f16(b, sizeof(tq_block_q5_1), 0, n, 1.0f, d);
-  block_f16(b, sizeof(tq_block_q5_1), 2, n, 1.0f, m);
-}
-TQ_INLINE void prep_q8_0(const uint8_t *b, size_t n, float *d, float *m) {
-  (void)m;
-  block_f16(b, sizeof(tq_block_q8_0), 0, n, 1.0f, d);
-}
+#define scale_q4_0 scale_d
+#define scale_q4_1 scale_dm
+#define scale_q5_0 scale_d16
+#define scale_q5_1 scale_dm
+#define scale_q8_0 scale_d
 
 /* The 16 bytes of qs widened to dwords once; low nibbles (elements 0-15)
  * by a mask, high nibbles (16-31) by a shift. */
@@ -153,48 +146,42 @@ static inline void nibbles32(const uint8_t *qs, __m512i *lo, __m512i *hi) {
 
 /* Adds 16 where bit j of the little-endian qh has element j's fifth bit. */
 static inline void fifth_bits(const uint8_t *qh4, __m512i *lo, __m512i *hi) {
-  uint32_t qh;
-  memcpy(&qh, qh4, 4);
+  uint32_t qh = load_u32(qh4);
   const __m512i b4 = _mm512_set1_epi32(16);
   *lo = _mm512_mask_or_epi32(*lo, (__mmask16)(qh & 0xffffu), *lo, b4);
   *hi = _mm512_mask_or_epi32(*hi, (__mmask16)(qh >> 16), *hi, b4);
 }
 
-TQ_INLINE void affine2(__m512i lo, __m512i hi, const float *d, const float *m, __m512 *w) {
-  const __m512 dv = _mm512_set1_ps(*d), mv = _mm512_set1_ps(*m);
-  w[0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(lo), dv, mv);
-  w[1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(hi), dv, mv);
+TQ_INLINE void affine2(__m512i lo, __m512i hi, __m512 d, __m512 m, __m512 *w) {
+  w[0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(lo), d, m);
+  w[1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(hi), d, m);
 }
 
-/* 4-bit quants through a 16-entry table: entry i = i * d + m (one fused
- * rounding, as affine2), looked up by vpermps, which reads only the low 4
- * bits of each index lane: the low nibbles need no mask. Per block one
- * widening, one shift, one table and two lookups: fewer uops than
- * converting and scaling each vector, and split evenly between the two
- * 512-bit ports. */
-TQ_INLINE void lut_q4(const uint8_t *qs, const float *d, const float *m, __m512 *w) {
-  const __m512 iota = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  const __m512 table = _mm512_fmadd_ps(iota, _mm512_set1_ps(*d), _mm512_set1_ps(*m));
+/* 4-bit quants through a 16-entry table `table` (entry i = the weight of
+ * quant i), looked up by vpermps, which reads only the low 4 bits of each
+ * index lane: the low nibbles need no mask. Per block one widening, one
+ * shift, one table and two lookups: fewer uops than converting and scaling
+ * each vector, split evenly between the two 512-bit ports. */
+TQ_INLINE void lut_q4(const uint8_t *qs, __m512 table, __m512 *w) {
   const __m512i v = _mm512_cvtepu8_epi32(load128(qs));
   w[0] = _mm512_permutexvar_ps(v, table);
   w[1] = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), table);
 }
 
-/* Q4_0: the table (i - 8) * d, from d alone (exactly ggml's products). */
-TQ_INLINE void vec_q4_0(const uint8_t *p, const float *d, const float *m, __m512 *w) {
+/* Q4_0: the table (i - 8) * d (exactly ggml's products). */
+TQ_INLINE void vec_q4_0(const uint8_t *p, __m512 d, __m512 m, __m512 *w) {
   (void)m;
   const __m512 iota8 = _mm512_setr_ps(-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7);
-  const __m512 table = _mm512_mul_ps(iota8, _mm512_set1_ps(*d));
-  const __m512i v = _mm512_cvtepu8_epi32(load128(((const tq_block_q4_0 *)(const void *)p)->qs));
-  w[0] = _mm512_permutexvar_ps(v, table);
-  w[1] = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), table);
+  lut_q4(((const tq_block_q4_0 *)(const void *)p)->qs, _mm512_mul_ps(iota8, d), w);
 }
 
-TQ_INLINE void vec_q4_1(const uint8_t *p, const float *d, const float *m, __m512 *w) {
-  lut_q4(((const tq_block_q4_1 *)(const void *)p)->qs, d, m, w);
+/* Q4_1: the table i * d + m (one fused rounding, as affine2). */
+TQ_INLINE void vec_q4_1(const uint8_t *p, __m512 d, __m512 m, __m512 *w) {
+  const __m512 iota = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  lut_q4(((const tq_block_q4_1 *)(const void *)p)->qs, _mm512_fmadd_ps(iota, d, m), w);
 }
 
-TQ_INLINE void vec_q5_0(const uint8_t *p, const float *d, const float *m, __m512 *w) {
+TQ_INLINE void vec_q5_0(const uint8_t *p, __m512 d, __m512 m, __m512 *w) {
   const tq_block_q5_0 *b = (const tq_block_q5_0 *)(const void *)p;
   __m512i lo, hi;
   nibbles32(b->qs, &lo, &hi);
@@ -202,7 +189,7 @@ TQ_INLINE void vec_q5_0(const uint8_t *p, const float *d, const float *m, __m512
   affine2(lo, hi, d, m, w);
 }
 
-TQ_INLINE void vec_q5_1(const uint8_t *p, const float *d, const float *m, __m512 *w) {
+TQ_INLINE void vec_q5_1(const uint8_t *p, __m512 d, __m512 m, __m512 *w) {
   const tq_block_q5_1 *b = (const tq_block_q5_1 *)(const void *)p;
   __m512i lo, hi;
   nibbles32(b->qs, &lo, &hi);
@@ -210,54 +197,50 @@ TQ_INLINE void vec_q5_1(const uint8_t *p, const float *d, const float *m, __m512
   affine2(lo, hi, d, m, w);
 }
 
-TQ_INLINE void vec_q8_0(const uint8_t *p, const float *d, const float *m, __m512 *w) {
+TQ_INLINE void vec_q8_0(const uint8_t *p, __m512 d, __m512 m, __m512 *w) {
   (void)m;
   const tq_block_q8_0 *b = (const tq_block_q8_0 *)(const void *)p;
-  const __m512 dv = _mm512_set1_ps(*d);
-  w[0] = _mm512_mul_ps(i8_ps(load128(b->qs)), dv);
-  w[1] = _mm512_mul_ps(i8_ps(load128(b->qs + 16)), dv);
+  w[0] = _mm512_mul_ps(i8_ps(load128(b->qs)), d);
+  w[1] = _mm512_mul_ps(i8_ps(load128(b->qs + 16)), d);
 }
 
-/* Fused dot of one row of nb blocks with NT tokens: by chunks of CHUNK
- * blocks (scales first), two blocks per step, four accumulator chains per
- * token. */
-TQ_INLINE void dot32(const uint8_t *row, size_t nb, size_t bb, prep32_fn prep, vec32_fn vf,
+TQ_INLINE void block32(const uint8_t *blk, scale32_fn sf, vec32_fn vf, __m512 *w) {
+  __m512 d, m;
+  sf(blk, &d, &m);
+  vf(blk, d, m, w);
+}
+
+/* Fused dot of one row of nb blocks with NT tokens: two blocks per step,
+ * four accumulator chains per token. */
+TQ_INLINE void dot32(const uint8_t *row, size_t nb, size_t bb, scale32_fn sf, vec32_fn vf,
                      const float *x, size_t ldx, float *y, size_t ldy, const uint32_t NT) {
   __m512 acc[TQ_DOT_MAX_TOKENS][4];
 #pragma GCC unroll 4
   for (uint32_t t = 0; t < NT; t++)
 #pragma GCC unroll 4
     for (int j = 0; j < 4; j++) acc[t][j] = _mm512_setzero_ps();
-  float d[CHUNK], m[CHUNK];
-  for (size_t c0 = 0; c0 < nb; c0 += CHUNK) {
-    const size_t n = nb - c0 < CHUNK ? nb - c0 : CHUNK;
-    const uint8_t *blk = row + c0 * bb;
-    const float *xc = x + 32 * c0;
-    prep(blk, n, d, m);
-    SCALES_IN_MEMORY(d);
-    size_t i = 0;
-    for (; i + 2 <= n; i += 2) {
-      __m512 w[4];
-      vf(blk + i * bb, d + i, m + i, w);
-      vf(blk + (i + 1) * bb, d + i + 1, m + i + 1, w + 2);
+  size_t i = 0;
+  for (; i + 2 <= nb; i += 2) {
+    __m512 w[4];
+    block32(row + i * bb, sf, vf, w);
+    block32(row + (i + 1) * bb, sf, vf, w + 2);
 #pragma GCC unroll 4
-      for (uint32_t t = 0; t < NT; t++) {
-        const float *xt = xc + t * ldx + 32 * i;
+    for (uint32_t t = 0; t < NT; t++) {
+      const float *xt = x + t * ldx + 32 * i;
 #pragma GCC unroll 4
-        for (int j = 0; j < 4; j++)
-          acc[t][j] = _mm512_fmadd_ps(w[j], _mm512_loadu_ps(xt + 16 * j), acc[t][j]);
-      }
+      for (int j = 0; j < 4; j++)
+        acc[t][j] = _mm512_fmadd_ps(w[j], _mm512_loadu_ps(xt + 16 * j), acc[t][j]);
     }
-    if (i < n) {
-      __m512 w[2];
-      vf(blk + i * bb, d + i, m + i, w);
+  }
+  if (i < nb) {
+    __m512 w[2];
+    block32(row + i * bb, sf, vf, w);
 #pragma GCC unroll 4
-      for (uint32_t t = 0; t < NT; t++) {
-        const float *xt = xc + t * ldx + 32 * i;
+    for (uint32_t t = 0; t < NT; t++) {
+      const float *xt = x + t * ldx + 32 * i;
 #pragma GCC unroll 2
-        for (int j = 0; j < 2; j++)
-          acc[t][j] = _mm512_fmadd_ps(w[j], _mm512_loadu_ps(xt + 16 * j), acc[t][j]);
-      }
+      for (int j = 0; j < 2; j++)
+        acc[t][j] = _mm512_fmadd_ps(w[j], _mm512_loadu_ps(xt + 16 * j), acc[t][j]);
     }
   }
 #pragma GCC unroll 4
@@ -266,20 +249,13 @@ TQ_INLINE void dot32(const uint8_t *row, size_t nb, size_t bb, prep32_fn prep, v
                                     _mm512_add_ps(acc[t][2], acc[t][3])));
 }
 
-TQ_INLINE void deq32(const uint8_t *blocks, size_t nb, size_t bb, prep32_fn prep, vec32_fn vf,
+TQ_INLINE void deq32(const uint8_t *blocks, size_t nb, size_t bb, scale32_fn sf, vec32_fn vf,
                      float *dst) {
-  float d[CHUNK], m[CHUNK];
-  for (size_t c0 = 0; c0 < nb; c0 += CHUNK) {
-    const size_t n = nb - c0 < CHUNK ? nb - c0 : CHUNK;
-    const uint8_t *blk = blocks + c0 * bb;
-    prep(blk, n, d, m);
-    SCALES_IN_MEMORY(d);
-    for (size_t i = 0; i < n; i++) {
-      __m512 w[2];
-      vf(blk + i * bb, d + i, m + i, w);
-      _mm512_storeu_ps(dst + 32 * (c0 + i), w[0]);
-      _mm512_storeu_ps(dst + 32 * (c0 + i) + 16, w[1]);
-    }
+  for (size_t i = 0; i < nb; i++) {
+    __m512 w[2];
+    block32(blocks + i * bb, sf, vf, w);
+    _mm512_storeu_ps(dst + 32 * i, w[0]);
+    _mm512_storeu_ps(dst + 32 * i + 16, w[1]);
   }
 }
 
@@ -291,14 +267,14 @@ TQ_INLINE void deq32(const uint8_t *blocks, size_t nb, size_t bb, prep32_fn prep
     const uint8_t *row = w;                                                                   \
     const size_t bb = sizeof(BLOCK);                                                          \
     switch (nt) {                                                                             \
-      case 1: dot32(row, nb, bb, prep_##NAME, vec_##NAME, x, ldx, y, ldy, 1); break;          \
-      case 2: dot32(row, nb, bb, prep_##NAME, vec_##NAME, x, ldx, y, ldy, 2); break;          \
-      case 3: dot32(row, nb, bb, prep_##NAME, vec_##NAME, x, ldx, y, ldy, 3); break;          \
-      default: dot32(row, nb, bb, prep_##NAME, vec_##NAME, x, ldx, y, ldy, 4); break;         \
+      case 1: dot32(row, nb, bb, scale_##NAME, vec_##NAME, x, ldx, y, ldy, 1); break;         \
+      case 2: dot32(row, nb, bb, scale_##NAME, vec_##NAME, x, ldx, y, ldy, 2); break;         \
+      case 3: dot32(row, nb, bb, scale_##NAME, vec_##NAME, x, ldx, y, ldy, 3); break;         \
+      default: dot32(row, nb, bb, scale_##NAME, vec_##NAME, x, ldx, y, ldy, 4); break;        \
     }                                                                                         \
   }                                                                                           \
   static void deq_##NAME(const void *blocks, float *dst, size_t nb) {                        \
-    deq32(blocks, nb, sizeof(BLOCK), prep_##NAME, vec_##NAME, dst);                           \
+    deq32(blocks, nb, sizeof(BLOCK), scale_##NAME, vec_##NAME, dst);                          \
   }
 
 DEF_BLOCK32(q4_0, tq_block_q4_0)
@@ -323,12 +299,6 @@ typedef void (*kprep_fn)(const uint8_t *blk, kscale *ks);
 /* Unit u of the super-block (VPU vectors = 16 VPU consecutive elements
  * starting at 16 VPU u) into w[0..VPU-1]. */
 typedef void (*kvec_fn)(const uint8_t *blk, uint32_t u, const kscale *ks, __m512 *w);
-
-static inline uint32_t load_u32(const uint8_t *p) {
-  uint32_t u;
-  memcpy(&u, p, 4);
-  return u;
-}
 
 /* Low and high nibbles of 16 bytes, as bytes. */
 static inline void nibbles(__m128i q, __m128i *lo, __m128i *hi) {
