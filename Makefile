@@ -182,31 +182,26 @@ FUZZ_CFLAGS := -std=c11 -O1 -g $(WARN) -ffp-contract=off -D_POSIX_C_SOURCE=20080
 FUZZ_SRC := $(wildcard fuzz/fuzz_*.c)
 FUZZ_BIN := $(patsubst fuzz/%.c,$(FUZZ_BUILD)/%,$(FUZZ_SRC))
 FUZZ_SEEDGEN := $(patsubst fuzz/fuzz_%.c,$(FUZZ_BUILD)/seedgen_%,$(FUZZ_SRC))
-FUZZ_LIB_OBJ := $(patsubst %.c,$(FUZZ_BUILD)/obj/%.o,$(LIB_SRC))
+# The fuzz targets are parsers: they are built from the portable sources only
+# (scalar kernels, no TQ_HAVE_AVX*), which also keeps clang's sanitizer build
+# of the large SIMD files out of the way.
+FUZZ_LIB_OBJ := $(patsubst %.c,$(FUZZ_BUILD)/obj/%.o,$(filter-out %_avx2.c %_avx512.c,$(LIB_SRC)))
 
 .PHONY: fuzz fuzz-run fuzz-seeds fuzz-clean
 fuzz: $(FUZZ_BIN)
 
-$(FUZZ_BUILD)/obj/%_avx2.o: %_avx2.c
-	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link $(SIMD_DEFS) $(AVX2_FLAGS) -MMD -MP -c $< -o $@
-
-$(FUZZ_BUILD)/obj/%_avx512.o: %_avx512.c
-	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link $(SIMD_DEFS) $(AVX512_FLAGS) -MMD -MP -c $< -o $@
-
 $(FUZZ_BUILD)/obj/src/%.o: src/%.c
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link $(SIMD_DEFS) -MMD -MP -c $< -o $@
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -MMD -MP -c $< -o $@
 
 $(FUZZ_BUILD)/fuzz_%: fuzz/fuzz_%.c $(FUZZ_LIB_OBJ)
 	@mkdir -p $(FUZZ_BUILD)/obj/fuzz
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer $(SIMD_DEFS) -MMD -MP \
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -MMD -MP \
 	  -MF $(FUZZ_BUILD)/obj/fuzz/fuzz_$*.d -o $@ $< $(FUZZ_LIB_OBJ) $(LDLIBS)
 
 $(FUZZ_BUILD)/seedgen_%: fuzz/fuzz_%.c $(FUZZ_LIB_OBJ)
 	@mkdir -p $(FUZZ_BUILD)/obj/fuzz
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -DTQ_FUZZ_SEEDGEN $(SIMD_DEFS) -MMD -MP \
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -DTQ_FUZZ_SEEDGEN -MMD -MP \
 	  -MF $(FUZZ_BUILD)/obj/fuzz/seedgen_$*.d -o $@ $< $(FUZZ_LIB_OBJ) $(LDLIBS)
 
 # fuzz_gguf: the GGUF reader is engine code, which the generic rules above do
@@ -225,7 +220,7 @@ $(FUZZ_BUILD)/seedgen_gguf: fuzz/fuzz_gguf.c $(FUZZ_GGUF_OBJ)
 
 # fuzz_tokenizer: the tokenizer is engine code and needs PCRE2; the fuzzer
 # takes the engine's and the core library's objects, its seed generator none.
-FUZZ_ENGINE_OBJ := $(patsubst %.c,$(FUZZ_BUILD)/obj/%.o,$(ENGINE_SRC))
+FUZZ_ENGINE_OBJ := $(patsubst %.c,$(FUZZ_BUILD)/obj/%.o,$(filter-out %_avx2.c %_avx512.c,$(ENGINE_SRC)))
 
 $(FUZZ_BUILD)/fuzz_tokenizer: fuzz/fuzz_tokenizer.c $(FUZZ_ENGINE_OBJ) $(FUZZ_LIB_OBJ)
 	@mkdir -p $(FUZZ_BUILD)/obj/fuzz

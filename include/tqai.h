@@ -363,8 +363,11 @@ TQ_API uint32_t tq_pool_size(const tq_pool *pool);
 /* ------------------------------------------------------------------------ */
 
 typedef enum tq_cache_mode {
-  TQ_CACHE_F16 = 0,       /* every key and value in fp16: the baseline */
-  TQ_CACHE_TURBOQUANT = 1 /* keys and values as TurboQuant codes */
+  TQ_CACHE_F16 = 0,        /* every key and value in fp16: the baseline */
+  TQ_CACHE_TURBOQUANT = 1, /* keys and values as TurboQuant codes */
+  TQ_CACHE_F32 = 2         /* every key and value in float32: exact, for
+                              checking an engine against a reference (scalar
+                              attention only, not tuned for speed) */
 } tq_cache_mode;
 
 /* Bits per coordinate accepted by the cache: 1, 1.5, 2, ..., 7.5, 8. A rate

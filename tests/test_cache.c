@@ -127,6 +127,11 @@ static void cache_model(const tq_cache_params *p, float kb, float vb, const floa
     for (size_t i = 0; i < n; i++) ek[i] = f16r(k[i]), ev[i] = f16r(v[i]);
     return;
   }
+  if (p->mode == TQ_CACHE_F32) {
+    memcpy(ek, k, n * sizeof *ek);
+    memcpy(ev, v, n * sizeof *ev);
+    return;
+  }
   uint32_t S = p->sink_tokens, W = p->window_tokens, C = p->calib_tokens;
   int calib = p->center || kb != floorf(kb) || vb != floorf(vb);
   /* Tokens that pass through fp16 storage before coding are rounded. */
@@ -259,6 +264,8 @@ static void test_attention_f16(void) {
   p.mode = TQ_CACHE_F16;
   p.block_tokens = 16;
   check_attention(&p, 400, 6, "fp16 mode");
+  p.mode = TQ_CACHE_F32;
+  check_attention(&p, 300, 3, "f32 mode");
 }
 
 /* Bytes counted by the cache's allocator at 32k tokens, against the theory:

@@ -231,7 +231,7 @@ static tq_cache *make(const tq_cache_params *p) {
 static const float g_layer_k[4] = {1.0f, 8.0f, 4.5f, 2.0f};
 static const float g_layer_v[4] = {8.0f, 1.0f, 1.5f, 3.0f};
 
-enum { N_CFG = 8 };
+enum { N_CFG = 9 };
 
 static tq_cache_params cfg(int which, uint32_t *tokens, const char **name) {
   tq_cache_params p = tq_cache_params_default(2, 2, 32);
@@ -288,6 +288,11 @@ static tq_cache_params cfg(int which, uint32_t *tokens, const char **name) {
       p.sink_tokens = 2;
       p.window_tokens = 4;
       *tokens = 20; /* layer 0: 2 sinks, 14 pending, 4 in the window */
+      break;
+    case 7:
+      *name = "f32";
+      p.mode = TQ_CACHE_F32;
+      p.head_dim = 12;
       break;
     case 6:
       *name = "ring wrapped";

@@ -296,9 +296,12 @@ static int load_fixture(const char *gguf_name, const char *logits_name, tq_model
  *   8e-5 where nothing flips.
  * - BOUND_F32: against plain float32 transformers, where the cache's own
  *   fp16 rounding counts too. Measured: at most 2.3e-3 (llama).
- * The bounds are about twice the measurements. */
+ * The bounds are about twice the measurements.
+ * - BOUND_EXACT: the float32 cache (TQ_CACHE_F32) against plain float32
+ *   transformers: the engine itself, with no storage rounding at all. */
 #define BOUND_KV16 1e-3
 #define BOUND_F32 5e-3
+#define BOUND_EXACT 1e-4
 
 static void test_f32_fixtures_match_transformers(void) {
   for (size_t f = 0; f < N_FIXTURES; f++) {
@@ -356,6 +359,16 @@ static void test_f32_fixtures_match_transformers(void) {
         agree &= ia == ib;
       }
       CHECKF(agree, "%s: argmax differs", fx->name);
+    }
+    free(lg);
+    /* With a float32 cache nothing is rounded to fp16: the logits must equal
+     * float32 transformers' within 1e-4 of the largest. */
+    cp.mode = TQ_CACHE_F32;
+    lg = eval_seq(m, &cp, e.ids, e.n_tokens, 0);
+    if (lg) {
+      double d = rel_diff(lg, e.logits, (size_t)e.n_tokens * e.n_vocab);
+      printf("  %-8s f32 weights, f32 cache: against float32 transformers %.3g\n", fx->name, d);
+      CHECKF(d <= BOUND_EXACT, "%s: f32-cache logits differ from transformers' by %.3g of the largest", fx->name, d);
     }
     free(lg);
     tq_model_free(m);

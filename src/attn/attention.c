@@ -109,6 +109,24 @@ static void chunk_f16(const attn_call *a, task_mem *m, const uint16_t *k, const 
   a->ak->accum_f16(m->s, a->G, a->d, v, a->d, n, m->acc_o);
 }
 
+/* One chunk of n float32 rows (TQ_CACHE_F32 mode): plain loops, the mode
+ * exists to check engines against references, not for speed. */
+static void chunk_f32(const attn_call *a, task_mem *m, const float *k, const float *v, uint32_t n) {
+  uint32_t G = a->G, d = a->d;
+  for (uint32_t g = 0; g < G; g++)
+    for (uint32_t t = 0; t < n; t++) {
+      float s = 0.0f;
+      for (uint32_t j = 0; j < d; j++) s += m->qs[(size_t)g * d + j] * k[(size_t)t * d + j];
+      m->s[(size_t)g * n + t] = s;
+    }
+  softmax_update(a, m, n, 0);
+  for (uint32_t g = 0; g < G; g++)
+    for (uint32_t t = 0; t < n; t++) {
+      float w = m->s[(size_t)g * n + t];
+      for (uint32_t j = 0; j < d; j++) m->acc_o[(size_t)g * d + j] += w * v[(size_t)t * d + j];
+    }
+}
+
 /* One chunk of n compressed tokens starting at slot `first` of a block. */
 static void chunk_codes(const attn_call *a, task_mem *m, const uint8_t *blk, uint32_t first,
                         uint32_t n) {
@@ -171,6 +189,10 @@ static void attend_span(const attn_call *a, task_mem *m, const tq_lane *ln, uint
       const uint16_t *kr = (const uint16_t *)(const void *)blk + (size_t)slot * d;
       const uint16_t *vr = (const uint16_t *)(const void *)(blk + a->L->k_block_bytes) + (size_t)slot * d;
       chunk_f16(a, m, kr, vr, len);
+    } else if (p->mode == TQ_CACHE_F32) {
+      const float *kr = (const float *)(const void *)blk + (size_t)slot * d;
+      const float *vr = (const float *)(const void *)(blk + a->L->k_block_bytes) + (size_t)slot * d;
+      chunk_f32(a, m, kr, vr, len);
     } else {
       chunk_codes(a, m, blk, slot, len);
     }

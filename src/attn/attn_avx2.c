@@ -50,6 +50,21 @@
  * inlined takes compilers (and sanitizer instrumentation) minutes. */
 #define TQ_NOINLINE static __attribute__((noinline))
 
+/* Full unrolling of the small loops over heads, vectors and tokens keeps
+ * the accumulators in registers. Sanitizer builds (tests, fuzzing) leave it
+ * out: they compile many times faster and test the same arithmetic. */
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TQ_NO_UNROLL 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__) || defined(TQ_NO_UNROLL)
+#define TQ_UNROLL(n)
+#else
+#define TQ_PRAGMA(x) _Pragma(#x)
+#define TQ_UNROLL(n) TQ_PRAGMA(GCC unroll n)
+#endif
+
 static inline uint32_t min_u32(uint32_t a, uint32_t b) { return a < b ? a : b; }
 
 /* Heads per group for the r heads still to do: 8, 4, or all of r < 4. */
@@ -229,40 +244,40 @@ TQ_INLINE void score_codes_group(const float *q, const float *qtail, uint32_t d,
   for (uint32_t t0 = 0; t0 < n; t0 += T) {
     const uint32_t nt = min_u32(T, n - t0);
     const uint8_t *codes[8];
-#pragma GCC unroll 8
+TQ_UNROLL(8)
     for (uint32_t i = 0; i < T; i++) codes[i] = rec + (size_t)(t0 + (i < nt ? i : 0)) * stride + 2;
     if (t0 + 4 * T < n) prefetch_range(rec + (size_t)(t0 + 4 * T) * stride, (size_t)T * stride);
     __m256 acc[8];
-#pragma GCC unroll 8
+TQ_UNROLL(8)
     for (uint32_t i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();
     for (uint32_t v = 0; v < nv; v++) {
-#pragma GCC unroll 8
+TQ_UNROLL(8)
       for (uint32_t i = 0; i < T; i++) {
         const __m256 c = lookup(l, codes8(codes[i], v, B, l), B);
-#pragma GCC unroll 8
+TQ_UNROLL(8)
         for (uint32_t g = 0; g < GH; g++)
           acc[g * T + i] =
               _mm256_fmadd_ps(c, _mm256_loadu_ps(q + (size_t)g * d + 8 * v), acc[g * T + i]);
       }
     }
     if (d % 8) {
-#pragma GCC unroll 8
+TQ_UNROLL(8)
       for (uint32_t i = 0; i < T; i++) {
         const __m256 c = lookup(l, codes8(codes[i], nv, B, l), B);
-#pragma GCC unroll 8
+TQ_UNROLL(8)
         for (uint32_t g = 0; g < GH; g++)
           acc[g * T + i] = _mm256_fmadd_ps(c, _mm256_loadu_ps(qtail + 8 * g), acc[g * T + i]);
       }
     }
     /* A copy: passing acc itself makes GCC store it on every iteration. */
     __m256 items[8];
-#pragma GCC unroll 8
+TQ_UNROLL(8)
     for (uint32_t i = 0; i < 8; i++) items[i] = acc[i];
     float out[8];
     _mm256_storeu_ps(out, hsum8(items));
     for (uint32_t i = 0; i < nt; i++) {
       const float norm = load_norm(codes[i] - 2);
-#pragma GCC unroll 8
+TQ_UNROLL(8)
       for (uint32_t g = 0; g < GH; g++) scores[(size_t)g * n + t0 + i] = out[g * T + i] * norm;
     }
   }
@@ -277,33 +292,33 @@ TQ_INLINE void score_codes4_group(const float *qp, uint32_t dp, const uint8_t *r
   for (uint32_t t0 = 0; t0 < n; t0 += T) {
     const uint32_t nt = min_u32(T, n - t0);
     const uint8_t *codes[8];
-#pragma GCC unroll 8
+TQ_UNROLL(8)
     for (uint32_t i = 0; i < T; i++) codes[i] = rec + (size_t)(t0 + (i < nt ? i : 0)) * stride + 2;
     if (t0 + 4 * T < n) prefetch_range(rec + (size_t)(t0 + 4 * T) * stride, (size_t)T * stride);
     __m256 acc[8];
-#pragma GCC unroll 8
+TQ_UNROLL(8)
     for (uint32_t i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();
     for (uint32_t b = 0; b < nb; b++) {
-#pragma GCC unroll 8
+TQ_UNROLL(8)
       for (uint32_t i = 0; i < T; i++) {
         __m256 f[4];
         nibbles32(codes[i] + 16 * (size_t)b, l, f);
-#pragma GCC unroll 4
+TQ_UNROLL(4)
         for (uint32_t m = 0; m < 4; m++)
-#pragma GCC unroll 8
+TQ_UNROLL(8)
           for (uint32_t g = 0; g < GH; g++)
             acc[g * T + i] = _mm256_fmadd_ps(
                 f[m], _mm256_loadu_ps(qp + (size_t)g * dp + 32 * b + 8 * m), acc[g * T + i]);
       }
     }
     __m256 items[8];
-#pragma GCC unroll 8
+TQ_UNROLL(8)
     for (uint32_t i = 0; i < 8; i++) items[i] = acc[i];
     float out[8];
     _mm256_storeu_ps(out, hsum8(items));
     for (uint32_t i = 0; i < nt; i++) {
       const float norm = load_norm(codes[i] - 2);
-#pragma GCC unroll 8
+TQ_UNROLL(8)
       for (uint32_t g = 0; g < GH; g++) scores[(size_t)g * n + t0 + i] = out[g * T + i] * norm;
     }
   }
@@ -432,9 +447,9 @@ TQ_INLINE void accum_codes_pass(const float (*wn)[RUN], uint32_t d, const uint8_
   const uint32_t last = min_u32(8, d - 8 * (v0 + W - 1));
   const __m256i ml = first_lanes(last);
   __m256 a[MAXG][MAXW];
-#pragma GCC unroll 8
+TQ_UNROLL(8)
   for (uint32_t g = 0; g < GH; g++)
-#pragma GCC unroll 8
+TQ_UNROLL(8)
     for (uint32_t v = 0; v < W; v++) {
       float *p = acc + (size_t)g * d + 8 * (v0 + v);
       a[g][v] = v + 1 < W || last == 8 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, ml);
@@ -442,18 +457,18 @@ TQ_INLINE void accum_codes_pass(const float (*wn)[RUN], uint32_t d, const uint8_
   for (uint32_t i = 0; i < nt; i++) {
     const uint8_t *codes = rec + (size_t)i * stride + 2;
     __m256 c[MAXW];
-#pragma GCC unroll 8
+TQ_UNROLL(8)
     for (uint32_t v = 0; v < W; v++) c[v] = lookup(l, codes8(codes, v0 + v, B, l), B);
-#pragma GCC unroll 8
+TQ_UNROLL(8)
     for (uint32_t g = 0; g < GH; g++) {
       const __m256 s = _mm256_broadcast_ss(&wn[g][i]);
-#pragma GCC unroll 8
+TQ_UNROLL(8)
       for (uint32_t v = 0; v < W; v++) a[g][v] = _mm256_fmadd_ps(s, c[v], a[g][v]);
     }
   }
-#pragma GCC unroll 8
+TQ_UNROLL(8)
   for (uint32_t g = 0; g < GH; g++)
-#pragma GCC unroll 8
+TQ_UNROLL(8)
     for (uint32_t v = 0; v < W; v++) {
       float *p = acc + (size_t)g * d + 8 * (v0 + v);
       if (v + 1 < W || last == 8) _mm256_storeu_ps(p, a[g][v]);
@@ -472,7 +487,7 @@ TQ_INLINE void accum_codes_group(const float *w, uint32_t d, const uint8_t *rec,
     if (t0 + RUN < n) prefetch_range(r0 + RUN * stride, (size_t)min_u32(RUN, n - t0 - RUN) * stride);
     for (uint32_t i = 0; i < nt; i++) {
       const float norm = load_norm(r0 + (size_t)i * stride);
-#pragma GCC unroll 8
+TQ_UNROLL(8)
       for (uint32_t g = 0; g < GH; g++) wn[g][i] = w[(size_t)g * n + t0 + i] * norm;
     }
 #define ACCUM_CODES_PASS(W) accum_codes_pass(wn, d, r0, stride, nt, l, acc, v0, B, GH, W)
@@ -546,42 +561,42 @@ TQ_INLINE void score_f16_group(const float *q, const float *qtail, uint32_t d, c
   for (uint32_t t0 = 0; t0 < n; t0 += T) {
     const uint32_t nt = min_u32(T, n - t0);
     const uint16_t *row[8];
-#pragma GCC unroll 8
+TQ_UNROLL(8)
     for (uint32_t i = 0; i < T; i++) row[i] = k + (size_t)(t0 + (i < nt ? i : 0)) * stride;
     for (uint32_t i = t0 + 4 * T; i < min_u32(t0 + 5 * T, n); i++)
       prefetch_range(k + (size_t)i * stride, (size_t)d * 2);
     __m256 acc[8];
-#pragma GCC unroll 8
+TQ_UNROLL(8)
     for (uint32_t i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();
     for (uint32_t v = 0; v < nv; v++) {
       __m256 qv[MAXG];
-#pragma GCC unroll 8
+TQ_UNROLL(8)
       for (uint32_t g = 0; g < GH; g++) qv[g] = _mm256_loadu_ps(q + (size_t)g * d + 8 * v);
-#pragma GCC unroll 8
+TQ_UNROLL(8)
       for (uint32_t i = 0; i < T; i++) {
         const __m256 kv = load_f16x8(row[i] + 8 * v);
-#pragma GCC unroll 8
+TQ_UNROLL(8)
         for (uint32_t g = 0; g < GH; g++)
           acc[i * GH + g] = _mm256_fmadd_ps(qv[g], kv, acc[i * GH + g]);
       }
     }
     if (tail) {
-#pragma GCC unroll 8
+TQ_UNROLL(8)
       for (uint32_t i = 0; i < T; i++) {
         const __m256 kv = load_f16_part(row[i] + 8 * nv, tail);
-#pragma GCC unroll 8
+TQ_UNROLL(8)
         for (uint32_t g = 0; g < GH; g++)
           acc[i * GH + g] = _mm256_fmadd_ps(_mm256_loadu_ps(qtail + 8 * g), kv, acc[i * GH + g]);
       }
     }
     /* A copy: passing acc itself makes GCC store it on every iteration. */
     __m256 items[8];
-#pragma GCC unroll 8
+TQ_UNROLL(8)
     for (uint32_t i = 0; i < 8; i++) items[i] = acc[i];
     float out[8];
     _mm256_storeu_ps(out, hsum8(items));
     for (uint32_t i = 0; i < nt; i++)
-#pragma GCC unroll 8
+TQ_UNROLL(8)
       for (uint32_t g = 0; g < GH; g++) scores[(size_t)g * n + t0 + i] = out[i * GH + g];
   }
 }
@@ -629,9 +644,9 @@ TQ_INLINE void accum_f16_pass(const float *w, uint32_t d, const uint16_t *vrows,
   const uint32_t last = min_u32(8, d - 8 * (v0 + W - 1));
   const __m256i ml = first_lanes(last);
   __m256 a[MAXG][MAXW];
-#pragma GCC unroll 8
+TQ_UNROLL(8)
   for (uint32_t g = 0; g < GH; g++)
-#pragma GCC unroll 8
+TQ_UNROLL(8)
     for (uint32_t v = 0; v < W; v++) {
       float *p = acc + (size_t)g * d + 8 * (v0 + v);
       a[g][v] = v + 1 < W || last == 8 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, ml);
@@ -640,19 +655,19 @@ TQ_INLINE void accum_f16_pass(const float *w, uint32_t d, const uint16_t *vrows,
     const uint16_t *row = vrows + (size_t)t * stride + 8 * v0;
     if (v0 == 0 && t + 8 < n) prefetch_range(vrows + (size_t)(t + 8) * stride, (size_t)d * 2);
     __m256 x[MAXW];
-#pragma GCC unroll 8
+TQ_UNROLL(8)
     for (uint32_t v = 0; v + 1 < W; v++) x[v] = load_f16x8(row + 8 * v);
     x[W - 1] = last == 8 ? load_f16x8(row + 8 * (W - 1)) : load_f16_part(row + 8 * (W - 1), last);
-#pragma GCC unroll 8
+TQ_UNROLL(8)
     for (uint32_t g = 0; g < GH; g++) {
       const __m256 s = _mm256_broadcast_ss(w + (size_t)g * n + t);
-#pragma GCC unroll 8
+TQ_UNROLL(8)
       for (uint32_t v = 0; v < W; v++) a[g][v] = _mm256_fmadd_ps(s, x[v], a[g][v]);
     }
   }
-#pragma GCC unroll 8
+TQ_UNROLL(8)
   for (uint32_t g = 0; g < GH; g++)
-#pragma GCC unroll 8
+TQ_UNROLL(8)
     for (uint32_t v = 0; v < W; v++) {
       float *p = acc + (size_t)g * d + 8 * (v0 + v);
       if (v + 1 < W || last == 8) _mm256_storeu_ps(p, a[g][v]);

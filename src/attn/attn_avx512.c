@@ -64,6 +64,21 @@
  * inlined takes compilers (and sanitizer instrumentation) minutes. */
 #define TQ_NOINLINE static __attribute__((noinline))
 
+/* Full unrolling of the small loops over heads, vectors and tokens keeps
+ * the accumulators in registers. Sanitizer builds (tests, fuzzing) leave it
+ * out: they compile many times faster and test the same arithmetic. */
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TQ_NO_UNROLL 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__) || defined(TQ_NO_UNROLL)
+#define TQ_UNROLL(n)
+#else
+#define TQ_PRAGMA(x) _Pragma(#x)
+#define TQ_UNROLL(n) TQ_PRAGMA(GCC unroll n)
+#endif
+
 /* Mask of the first n lanes, n <= 16. */
 static inline __mmask16 first_lanes(uint32_t n) { return (__mmask16)((1u << n) - 1u); }
 
@@ -231,7 +246,7 @@ TQ_INLINE __m512i codes16(const uint8_t *codes, uint32_t v, const uint32_t B, ui
 TQ_INLINE __m512 hsum16(const __m512 *v) {
   __m512 u[8], s[4], r[2];
   /* 256-bit halves: u[p] lanes 0-7 from v[p], 8-15 from v[p+8]. */
-#pragma GCC unroll 8
+TQ_UNROLL(8)
   for (int p = 0; p < 8; p++) {
     __m512 x = _mm512_mask_blend_ps(0xff00, v[p], v[p + 8]);
     __m512 y = _mm512_shuffle_f32x4(v[p], v[p + 8], 0x4e);
@@ -240,7 +255,7 @@ TQ_INLINE __m512 hsum16(const __m512 *v) {
   /* 128-bit blocks: block m of s[p] from v[p + 4m]. */
   const __m512i cross = _mm512_setr_epi32(4, 5, 6, 7, 16, 17, 18, 19, 12, 13, 14, 15, 24, 25,
                                           26, 27);
-#pragma GCC unroll 4
+TQ_UNROLL(4)
   for (int p = 0; p < 4; p++) {
     __m512 x = _mm512_mask_blend_ps(0xf0f0, u[p], u[p + 4]);
     __m512 y = _mm512_permutex2var_ps(u[p], cross, u[p + 4]);
@@ -248,7 +263,7 @@ TQ_INLINE __m512 hsum16(const __m512 *v) {
   }
   /* Pairs within blocks: lanes 0-1 of block m of r[p] from s[2p], 2-3 from
    * s[2p+1]. */
-#pragma GCC unroll 2
+TQ_UNROLL(2)
   for (int p = 0; p < 2; p++) {
     __m512 x = _mm512_mask_blend_ps(0xcccc, s[2 * p], s[2 * p + 1]);
     __m512 y = _mm512_shuffle_ps(s[2 * p], s[2 * p + 1], _MM_SHUFFLE(1, 0, 3, 2));
@@ -267,20 +282,20 @@ TQ_INLINE __m512 hsum16(const __m512 *v) {
 /* In place: r[k] lane i = old r[i] lane k. */
 TQ_INLINE void transpose16(__m512i *r) {
   __m512i t[16], u[16];
-#pragma GCC unroll 8
+TQ_UNROLL(8)
   for (int j = 0; j < 8; j++) {
     t[2 * j] = _mm512_unpacklo_epi32(r[2 * j], r[2 * j + 1]);
     t[2 * j + 1] = _mm512_unpackhi_epi32(r[2 * j], r[2 * j + 1]);
   }
   /* u[4j + e] block L: rows 4j..4j+3, element 4L + e. */
-#pragma GCC unroll 4
+TQ_UNROLL(4)
   for (int j = 0; j < 4; j++) {
     u[4 * j] = _mm512_unpacklo_epi64(t[4 * j], t[4 * j + 2]);
     u[4 * j + 1] = _mm512_unpackhi_epi64(t[4 * j], t[4 * j + 2]);
     u[4 * j + 2] = _mm512_unpacklo_epi64(t[4 * j + 1], t[4 * j + 3]);
     u[4 * j + 3] = _mm512_unpackhi_epi64(t[4 * j + 1], t[4 * j + 3]);
   }
-#pragma GCC unroll 4
+TQ_UNROLL(4)
   for (int e = 0; e < 4; e++) {
     __m512i a = _mm512_shuffle_i32x4(u[e], u[4 + e], 0x88);
     __m512i b = _mm512_shuffle_i32x4(u[e], u[4 + e], 0xdd);
@@ -327,16 +342,16 @@ TQ_INLINE void score_codes_tokens(const float *q, uint32_t d, const uint8_t *rec
     const uint8_t *r0 = rec + (size_t)t0 * stride;
     if (t0 + 32 < n) prefetch_range(r0 + 32 * stride, (size_t)min_u32(16, n - t0 - 32) * stride);
     __m512 acc[MAXG][4];
-#pragma GCC unroll 8
+TQ_UNROLL(8)
     for (uint32_t g = 0; g < GH; g++)
-#pragma GCC unroll 4
+TQ_UNROLL(4)
       for (uint32_t a = 0; a < NA; a++) acc[g][a] = _mm512_setzero_ps();
 
     for (uint32_t db = 0; db < d; db += 128) {
       const uint32_t nd = min_u32(128, d - db);
       const uint8_t *p = r0 + 2 + (size_t)(db / 8) * bits;
       __m512i x[16];
-#pragma GCC unroll 16
+TQ_UNROLL(16)
       for (uint32_t i = 0; i < 16; i++)
         x[i] = load_slots(p + (size_t)(i < nt ? i : 0) * stride, bits);
       transpose16(x);
@@ -345,11 +360,11 @@ TQ_INLINE void score_codes_tokens(const float *q, uint32_t d, const uint8_t *rec
       for (uint32_t k = 0; k < nslot; k++) {
         const __m512i xk = x[k];
         const float *qk = qb + 8 * k;
-#pragma GCC unroll 8
+TQ_UNROLL(8)
         for (uint32_t s = 0; s < 8; s++) {
           __m512i ix = s ? _mm512_srlv_epi32(xk, shifts[s]) : xk;
           __m512 c = _mm512_permutexvar_ps(ix, table);
-#pragma GCC unroll 8
+TQ_UNROLL(8)
           for (uint32_t g = 0; g < GH; g++)
             acc[g][s % NA] =
                 _mm512_fmadd_ps(c, _mm512_set1_ps(qk[(size_t)g * d + s]), acc[g][s % NA]);
@@ -358,7 +373,7 @@ TQ_INLINE void score_codes_tokens(const float *q, uint32_t d, const uint8_t *rec
       const float *qk = qb + 8 * nslot;
       for (uint32_t s = 0; s < nd % 8; s++) {
         __m512 c = _mm512_permutexvar_ps(_mm512_srlv_epi32(x[nslot], shifts[s]), table);
-#pragma GCC unroll 8
+TQ_UNROLL(8)
         for (uint32_t g = 0; g < GH; g++)
           acc[g][0] = _mm512_fmadd_ps(c, _mm512_set1_ps(qk[(size_t)g * d + s]), acc[g][0]);
       }
@@ -366,10 +381,10 @@ TQ_INLINE void score_codes_tokens(const float *q, uint32_t d, const uint8_t *rec
 
     const __m512 norms = load_norms16(r0, stride, nt, noff);
     const __mmask16 m = first_lanes(nt);
-#pragma GCC unroll 8
+TQ_UNROLL(8)
     for (uint32_t g = 0; g < GH; g++) {
       __m512 s = acc[g][0];
-#pragma GCC unroll 4
+TQ_UNROLL(4)
       for (uint32_t a = 1; a < NA; a++) s = _mm512_add_ps(s, acc[g][a]);
       _mm512_mask_storeu_ps(scores + (size_t)g * n + t0, m, _mm512_mul_ps(s, norms));
     }
@@ -393,23 +408,23 @@ TQ_INLINE void score_codes_dims(const float *q, uint32_t d, const uint8_t *rec, 
   for (uint32_t t0 = 0; t0 < n; t0 += T) {
     const uint32_t nt = min_u32(T, n - t0);
     const uint8_t *codes[16];
-#pragma GCC unroll 16
+TQ_UNROLL(16)
     for (uint32_t i = 0; i < T; i++) codes[i] = rec + (size_t)(t0 + (i < nt ? i : 0)) * stride + 2;
     if (t0 + 2 * T < n) prefetch_range(rec + (size_t)(t0 + 2 * T) * stride, (size_t)T * stride);
     __m512 acc[16];
-#pragma GCC unroll 16
+TQ_UNROLL(16)
     for (uint32_t i = 0; i < 16; i++) acc[i] = _mm512_setzero_ps();
     for (uint32_t v = 0; v <= nv; v++) {
       if (v == nv && !tail) break;
       __m512 qv[MAXG];
-#pragma GCC unroll 4
+TQ_UNROLL(4)
       for (uint32_t g = 0; g < GH; g++)
         qv[g] = v < nv ? _mm512_loadu_ps(q + (size_t)g * d + 16 * v)
                        : _mm512_maskz_loadu_ps(mt, q + (size_t)g * d + 16 * v);
-#pragma GCC unroll 16
+TQ_UNROLL(16)
       for (uint32_t i = 0; i < T; i++) {
         const __m512 c = lookup(l, codes16(codes[i], v, 0, l->bits, sp), 0);
-#pragma GCC unroll 4
+TQ_UNROLL(4)
         for (uint32_t g = 0; g < GH; g++)
           acc[g * T + i] = _mm512_fmadd_ps(qv[g], c, acc[g * T + i]);
       }
@@ -419,7 +434,7 @@ TQ_INLINE void score_codes_dims(const float *q, uint32_t d, const uint8_t *rec, 
         load_norms16(codes[0] - 2, stride, nt, noff));
     const __m512 sums = _mm512_mul_ps(hsum16(acc), norms);
     const __mmask16 m = first_lanes(nt);
-#pragma GCC unroll 4
+TQ_UNROLL(4)
     for (uint32_t g = 0; g < GH; g++) {
       __m512 x = g ? _mm512_permutexvar_ps(_mm512_add_epi32(lane, _mm512_set1_epi32((int)(g * T))), sums)
                    : sums;
@@ -549,13 +564,13 @@ TQ_INLINE void accum_codes_pass(const float (*wn)[RUN], uint32_t d, const uint8_
       _mm512_setr_epi32(0, 0, 4, 4, 8, 8, 12, 12, 16, 16, 20, 20, 24, 24, 28, 28);
 
   __m512 a[MAXG][MAXW];
-#pragma GCC unroll 8
+TQ_UNROLL(8)
   for (uint32_t g = 0; g < GH; g++) {
     __m512 x[MAXW];
-#pragma GCC unroll 16
+TQ_UNROLL(16)
     for (uint32_t v = 0; v < W; v++)
       x[v] = _mm512_maskz_loadu_ps(v + 1 < W ? 0xffff : ml, acc + (size_t)g * d + 16 * (v0 + v));
-#pragma GCC unroll 16
+TQ_UNROLL(16)
     for (uint32_t v = 0; v < W; v++) {
       if (pairs)
         a[g][v] = _mm512_permutex2var_ps(x[v & ~1u], v % 2 ? pair_b : pair_a, x[v | 1u]);
@@ -567,7 +582,7 @@ TQ_INLINE void accum_codes_pass(const float (*wn)[RUN], uint32_t d, const uint8_
     const uint8_t *codes = rec + (size_t)i * stride + 2;
     __m512 c[MAXW];
     if (pairs) {
-#pragma GCC unroll 8
+TQ_UNROLL(8)
       for (uint32_t u = 0; u < W / 2; u++) {
         const __m512i x = broadcast8(codes + 4 * (size_t)(v0 + 2 * u));
         const __m512i ix = _mm512_srlv_epi32(x, pair_shift);
@@ -575,19 +590,19 @@ TQ_INLINE void accum_codes_pass(const float (*wn)[RUN], uint32_t d, const uint8_
         c[2 * u + 1] = _mm512_permutexvar_ps(ix, l->second);
       }
     } else {
-#pragma GCC unroll 16
+TQ_UNROLL(16)
       for (uint32_t v = 0; v < W; v++) c[v] = lookup(l, codes16(codes, v0 + v, B, bits, sp), B);
     }
-#pragma GCC unroll 8
+TQ_UNROLL(8)
     for (uint32_t g = 0; g < GH; g++) {
       const __m512 s = _mm512_set1_ps(wn[g][i]);
-#pragma GCC unroll 16
+TQ_UNROLL(16)
       for (uint32_t v = 0; v < W; v++) a[g][v] = _mm512_fmadd_ps(s, c[v], a[g][v]);
     }
   }
-#pragma GCC unroll 8
+TQ_UNROLL(8)
   for (uint32_t g = 0; g < GH; g++)
-#pragma GCC unroll 16
+TQ_UNROLL(16)
     for (uint32_t v = 0; v < W; v++) {
       __m512 x;
       if (pairs)
@@ -611,7 +626,7 @@ TQ_INLINE void accum_codes_group(const float *w, uint32_t d, const uint8_t *rec,
     for (uint32_t i = 0; i < nt; i += 16) {
       const uint32_t m = min_u32(16, nt - i);
       const __m512 norms = load_norms16(r0 + (size_t)i * stride, stride, m, noff);
-#pragma GCC unroll 8
+TQ_UNROLL(8)
       for (uint32_t g = 0; g < GH; g++)
         _mm512_storeu_ps(wn[g] + i, _mm512_mul_ps(_mm512_maskz_loadu_ps(first_lanes(m),
                                                                         w + (size_t)g * n + t0 + i),
@@ -705,41 +720,41 @@ TQ_INLINE void score_f16_group(const float *q, uint32_t d, const uint16_t *k, si
   for (uint32_t t0 = 0; t0 < n; t0 += T) {
     const uint32_t nt = min_u32(T, n - t0);
     const uint16_t *row[16];
-#pragma GCC unroll 16
+TQ_UNROLL(16)
     for (uint32_t i = 0; i < T; i++) row[i] = k + (size_t)(t0 + (i < nt ? i : 0)) * stride;
     for (uint32_t i = t0 + 2 * T; i < min_u32(t0 + 3 * T, n); i++)
       prefetch_range(k + (size_t)i * stride, (size_t)d * 2);
     __m512 acc[16];
-#pragma GCC unroll 16
+TQ_UNROLL(16)
     for (uint32_t i = 0; i < 16; i++) acc[i] = _mm512_setzero_ps();
     for (uint32_t v = 0; v < nv; v++) {
       __m512 qv[MAXG];
-#pragma GCC unroll 8
+TQ_UNROLL(8)
       for (uint32_t g = 0; g < GH; g++) qv[g] = _mm512_loadu_ps(q + (size_t)g * d + 16 * v);
-#pragma GCC unroll 16
+TQ_UNROLL(16)
       for (uint32_t i = 0; i < T; i++) {
         const __m512 kv = load_f16x16(row[i] + 16 * v);
-#pragma GCC unroll 8
+TQ_UNROLL(8)
         for (uint32_t g = 0; g < GH; g++)
           acc[g * T + i] = _mm512_fmadd_ps(qv[g], kv, acc[g * T + i]);
       }
     }
     if (tail) {
       __m512 qv[MAXG];
-#pragma GCC unroll 8
+TQ_UNROLL(8)
       for (uint32_t g = 0; g < GH; g++)
         qv[g] = _mm512_maskz_loadu_ps(mt, q + (size_t)g * d + 16 * nv);
-#pragma GCC unroll 16
+TQ_UNROLL(16)
       for (uint32_t i = 0; i < T; i++) {
         const __m512 kv = load_f16_lanes(row[i] + 16 * nv, mt);
-#pragma GCC unroll 8
+TQ_UNROLL(8)
         for (uint32_t g = 0; g < GH; g++)
           acc[g * T + i] = _mm512_fmadd_ps(qv[g], kv, acc[g * T + i]);
       }
     }
     const __m512 sums = hsum16(acc);
     const __mmask16 m = first_lanes(nt);
-#pragma GCC unroll 8
+TQ_UNROLL(8)
     for (uint32_t g = 0; g < GH; g++) {
       __m512 x = g ? _mm512_permutexvar_ps(_mm512_add_epi32(lane, _mm512_set1_epi32((int)(g * T))), sums)
                    : sums;
@@ -789,13 +804,13 @@ TQ_INLINE void accum_f16_tokens(const float *w, uint32_t d, const uint16_t *vrow
     /* The first pass prefetches whole rows, for the later passes too. */
     if (v0 == 0 && t + 8 < n) prefetch_range(row + 8 * stride, (size_t)d * 2);
     __m512 x[MAXW];
-#pragma GCC unroll 16
+TQ_UNROLL(16)
     for (uint32_t v = 0; v < W; v++)
       x[v] = PARTIAL && v + 1 == W ? load_f16_lanes(row + 16 * v, ml) : load_f16x16(row + 16 * v);
-#pragma GCC unroll 8
+TQ_UNROLL(8)
     for (uint32_t g = 0; g < GH; g++) {
       const __m512 s = _mm512_set1_ps(w[(size_t)g * n + t]);
-#pragma GCC unroll 16
+TQ_UNROLL(16)
       for (uint32_t v = 0; v < W; v++) a[g][v] = _mm512_fmadd_ps(s, x[v], a[g][v]);
     }
   }
@@ -810,16 +825,16 @@ TQ_INLINE void accum_f16_pass(const float *w, uint32_t d, const uint16_t *vrows,
   const uint32_t last = min_u32(16, d - 16 * (v0 + W - 1));
   const __mmask16 ml = first_lanes(last);
   __m512 a[MAXG][MAXW];
-#pragma GCC unroll 8
+TQ_UNROLL(8)
   for (uint32_t g = 0; g < GH; g++)
-#pragma GCC unroll 16
+TQ_UNROLL(16)
     for (uint32_t v = 0; v < W; v++)
       a[g][v] = _mm512_maskz_loadu_ps(v + 1 < W ? 0xffff : ml, acc + (size_t)g * d + 16 * (v0 + v));
   if (last == 16) accum_f16_tokens(w, d, vrows, stride, n, v0, ml, a, GH, W, 0);
   else accum_f16_tokens(w, d, vrows, stride, n, v0, ml, a, GH, W, 1);
-#pragma GCC unroll 8
+TQ_UNROLL(8)
   for (uint32_t g = 0; g < GH; g++)
-#pragma GCC unroll 16
+TQ_UNROLL(16)
     for (uint32_t v = 0; v < W; v++)
       _mm512_mask_storeu_ps(acc + (size_t)g * d + 16 * (v0 + v), v + 1 < W ? 0xffff : ml, a[g][v]);
 }

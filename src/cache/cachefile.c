@@ -206,8 +206,17 @@ static void write_records(writer *w, const tq_cache *c, const tq_layer *L, const
   size_t base = value ? L->k_block_bytes : 0;
   for (uint32_t t = 0; t < ln->n_comp; t++) {
     const uint8_t *r = ln->blocks[t / B] + base + (size_t)(t % B) * rec;
-    if (c->p.mode == TQ_CACHE_F16) w_u16s(w, (const uint16_t *)(const void *)r, d);
-    else w_bytes(w, r, rec);
+    if (c->p.mode == TQ_CACHE_F16) {
+      w_u16s(w, (const uint16_t *)(const void *)r, d);
+    } else if (c->p.mode == TQ_CACHE_F32) {
+      for (uint32_t j = 0; j < d; j++) {
+        uint32_t u;
+        memcpy(&u, r + 4 * (size_t)j, sizeof u);
+        w_u32(w, u);
+      }
+    } else {
+      w_bytes(w, r, rec);
+    }
   }
 }
 
@@ -443,6 +452,16 @@ static tq_status read_records(tq_cache *c, const tq_layer *L, tq_lane *ln, reade
     if (c->p.mode == TQ_CACHE_F16) {
       tq_status st = read_f16s(r, (uint16_t *)(void *)dst, d);
       if (st != TQ_OK) return st;
+    } else if (c->p.mode == TQ_CACHE_F32) {
+      const uint8_t *q = r_take(r, s->rec_bytes);
+      for (uint32_t j = 0; j < d; j++) {
+        uint32_t u = get_u32(q + 4 * (size_t)j);
+        float x;
+        memcpy(&x, &u, sizeof x);
+        /* The cache accepts no vector longer than TQ_CACHE_MAX_NORM. */
+        if (!(fabsf(x) <= TQ_CACHE_MAX_NORM)) return TQ_ERR_CORRUPT;
+        memcpy(dst + 4 * (size_t)j, &x, sizeof x);
+      }
     } else {
       const uint8_t *q = r_take(r, s->rec_bytes);
       if (!record_ok(s, q)) return TQ_ERR_CORRUPT;

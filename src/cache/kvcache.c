@@ -76,10 +76,11 @@ static tq_status validate(const tq_cache_params *p) {
   if (p->head_dim < TQ_MIN_DIM || p->head_dim > TQ_MAX_DIM) return TQ_ERR_UNSUPPORTED_DIM;
   if (p->max_tokens < 1 || p->block_tokens < 16 || p->block_tokens > 65536)
     return TQ_ERR_INVALID_ARGUMENT;
-  if (p->mode != TQ_CACHE_F16 && p->mode != TQ_CACHE_TURBOQUANT) return TQ_ERR_INVALID_ARGUMENT;
+  if (p->mode != TQ_CACHE_F16 && p->mode != TQ_CACHE_TURBOQUANT && p->mode != TQ_CACHE_F32)
+    return TQ_ERR_INVALID_ARGUMENT;
   if (p->simd < TQ_SIMD_AUTO || p->simd > TQ_SIMD_AVX512) return TQ_ERR_INVALID_ARGUMENT;
   if (!tq_simd_supported(p->simd)) return TQ_ERR_UNSUPPORTED_SIMD;
-  if (p->mode == TQ_CACHE_F16) return TQ_OK;
+  if (p->mode != TQ_CACHE_TURBOQUANT) return TQ_OK;
   if (p->rotation != TQ_ROTATION_HAAR && p->rotation != TQ_ROTATION_HADAMARD)
     return TQ_ERR_INVALID_ARGUMENT;
   if (p->window_tokens > p->max_tokens || p->sink_tokens > p->max_tokens) return TQ_ERR_INVALID_ARGUMENT;
@@ -129,9 +130,10 @@ static tq_status side_init(tq_cache *c, tq_side_codec *s, float rate, uint64_t s
   uint32_t d = c->p.head_dim;
   memset(s, 0, sizeof *s);
   s->bits = rate;
-  if (c->p.mode == TQ_CACHE_F16) {
+  if (c->p.mode != TQ_CACHE_TURBOQUANT) {
+    /* Plain rows: fp16 or float32. */
     s->n_groups = 0;
-    s->rec_bytes = (size_t)d * 2;
+    s->rec_bytes = (size_t)d * (c->p.mode == TQ_CACHE_F32 ? 4 : 2);
     return TQ_OK;
   }
   if (is_fractional(rate)) {
@@ -286,7 +288,8 @@ static void encode_side(const tq_cache *c, const tq_side_codec *s, const float *
                         const uint16_t *perm, const float *x, uint8_t *rec) {
   uint32_t d = c->p.head_dim;
   if (s->n_groups == 0) {
-    to_f16(x, (uint16_t *)(void *)rec, d);
+    if (c->p.mode == TQ_CACHE_F32) memcpy(rec, x, (size_t)d * sizeof(float));
+    else to_f16(x, (uint16_t *)(void *)rec, d);
     return;
   }
   _Alignas(64) float t[TQ_MAX_DIM];

@@ -170,13 +170,16 @@ static inline int tq_k3_scale(const uint8_t *scales, uint32_t i) {
  * t < n_tok and r < rows. W is (rows, cols) in `type`, row-major: row r
  * starts at byte r * tq_tensor_row_bytes(type, cols) of w. x: (n_tok, cols)
  * floats, y: (n_tok, rows) floats, y overlapping neither. cols must be a
- * multiple of the type's block; cols 0 gives zeros.
+ * multiple of the type's block; cols 0 gives zeros. F32 weights must be
+ * 4-byte aligned (they are read as floats in place); the other types may
+ * sit at any address (GGUF aligns tensor data anyway).
  *
  * The sums run in float with fused multiply-adds, activations kept in float.
  * Work is split into tasks of fixed rows x tokens tiles run on `pool` (NULL:
  * the calling thread), so the result does not depend on the thread count;
- * it does depend on the SIMD level (summation order, within ~1e-6 relative
- * to sum |W| |x|) and on n_tok (small batches take a fused path).
+ * it does depend on the SIMD level (summation order: levels agree well
+ * within 1e-5 of sum |W| |x|, tests/test_quant.c) and on n_tok (batches of
+ * up to TQ_DOT_MAX_TOKENS take the fused path).
  *
  * `level` TQ_SIMD_AUTO means tq_simd_default() (TQAI_SIMD is read on every
  * call; the CPU is probed once per process).

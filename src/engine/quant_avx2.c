@@ -7,8 +7,10 @@
  * the bottleneck here rather than the shuffle port:
  * - every type is read in units of 32 consecutive elements (a 32-element
  *   block, or one of the 8 groups of 32 of a K-quant super-block whose
- *   scales are unpacked once per super-block), four vectors each;
- *   per-block factors are broadcast from memory;
+ *   scales are unpacked once per super-block), four vectors each; a
+ *   block's fp16 scales come from one broadcast load of its head, converted
+ *   and spread by in-lane permutes; K-quant factors are broadcast from
+ *   memory;
  * - symmetric types (Q4_0, Q5_0, Q8_0): q - offset built in 128-bit
  *   registers, each block's dot with x scaled by d once (no per-element
  *   multiply); affine types (Q4_1, Q5_1) and Q4_K / Q5_K: quants widened to
@@ -71,40 +73,28 @@ TQ_INLINE __m256 reduce8(const __m256 *v) {
 /* 32-element blocks -> w[0..3]                                              */
 /* ------------------------------------------------------------------------ */
 
-/* Blocks per scale chunk: fp16 scales are copied out of the blocks with
- * scalar moves, converted 8 at a time into a stack array and broadcast from
- * there (vbroadcastss m32 is a pure load; in registers it would cost
- * shuffle-port uops, the port the widening instructions need). */
-#define CHUNK 64
-
-/* Forces the scale arrays through memory (see above). */
+/* Forces the K-quant scale arrays through memory, so that they are
+ * broadcast from there (vbroadcastss m32: a pure load) rather than kept in
+ * registers and broadcast by shuffles. */
 #define SCALES_IN_MEMORY(p) __asm__ __volatile__("" : : "r"(p) : "memory")
 
-/* The fp16 field at byte `off` of n blocks of bb bytes, as floats times f. */
-static inline void block_f16(const uint8_t *blocks, size_t bb, size_t off, size_t n, float f,
-                             float *out) {
-  uint16_t h[CHUNK + 8];
-  for (size_t i = 0; i < n; i++) memcpy(&h[i], blocks + i * bb + off, 2);
-  const __m256 fv = _mm256_set1_ps(f);
-  size_t i = 0;
-  for (; i + 8 <= n; i += 8)
-    _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_cvtph_ps(load128(h + i)), fv));
-  for (; i < n; i++) out[i] = _cvtsh_ss(h[i]) * f;
+static inline uint32_t load_u32(const uint8_t *p) {
+  uint32_t v;
+  memcpy(&v, p, 4);
+  return v;
 }
 
-/* The affine types (Q4_1, Q5_1): per-block factors of a chunk, w =
- * q * d[i] + m[i] for the unsigned 4- or 5-bit q. */
-typedef void (*prep32_fn)(const uint8_t *blocks, size_t n, float *d, float *m);
-typedef void (*vec32_fn)(const uint8_t *blk, const float *d, const float *m, __m256 *w);
+/* The block's first 32 bits (fp16 d, then fp16 m or quant bytes) broadcast
+ * to every dword (a pure load) and converted: lanes alternate d, m. (Per
+ * block: a prepass of all scales into an array costs more than it saves on
+ * rows of a few dozen blocks.) */
+static inline __m256 head_dm(const uint8_t *p) {
+  return _mm256_cvtph_ps(_mm_set1_epi32((int)load_u32(p)));
+}
 
-TQ_INLINE void prep_q4_1(const uint8_t *b, size_t n, float *d, float *m) {
-  block_f16(b, sizeof(tq_block_q4_1), 0, n, 1.0f, d);
-  block_f16(b, sizeof(tq_block_q4_1), 2, n, 1.0f, m);
-}
-TQ_INLINE void prep_q5_1(const uint8_t *b, size_t n, float *d, float *m) {
-  block_f16(b, sizeof(tq_block_q5_1), 0, n, 1.0f, d);
-  block_f16(b, sizeof(tq_block_q5_1), 2, n, 1.0f, m);
-}
+/* The affine types (Q4_1, Q5_1): w = q * d + m for the unsigned 4- or 5-bit
+ * q, d and m from the block's head. */
+typedef void (*vec32_fn)(const uint8_t *blk, __m256 *w);
 
 /* 8 bytes widened to dwords (one vpmovzxbd from memory). */
 static inline __m256i u8x8(const uint8_t *p) {
@@ -137,24 +127,25 @@ static inline void fifth_bits(const uint8_t *qh4, __m256i *q) {
   }
 }
 
-TQ_INLINE void affine4(const __m256i *q, const float *d, const float *m, __m256 *w) {
-  const __m256 dv = _mm256_set1_ps(*d), mv = _mm256_set1_ps(*m);
+TQ_INLINE void affine4(const __m256i *q, const uint8_t *blk, __m256 *w) {
+  const __m256 dm = head_dm(blk);
+  const __m256 dv = _mm256_permute_ps(dm, 0x00), mv = _mm256_permute_ps(dm, 0x55);
 #pragma GCC unroll 4
   for (int i = 0; i < 4; i++) w[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q[i]), dv, mv);
 }
 
-TQ_INLINE void vec_q4_1(const uint8_t *p, const float *d, const float *m, __m256 *w) {
+TQ_INLINE void vec_q4_1(const uint8_t *p, __m256 *w) {
   __m256i q[4];
   nibbles32(((const tq_block_q4_1 *)(const void *)p)->qs, q);
-  affine4(q, d, m, w);
+  affine4(q, p, w);
 }
 
-TQ_INLINE void vec_q5_1(const uint8_t *p, const float *d, const float *m, __m256 *w) {
+TQ_INLINE void vec_q5_1(const uint8_t *p, __m256 *w) {
   const tq_block_q5_1 *b = (const tq_block_q5_1 *)(const void *)p;
   __m256i q[4];
   nibbles32(b->qs, q);
   fifth_bits(b->qh, q);
-  affine4(q, d, m, w);
+  affine4(q, p, w);
 }
 
 /* The symmetric types (Q4_0, Q5_0, Q8_0): a unit as four vectors of the
@@ -217,10 +208,6 @@ TQ_INLINE void sym_q8_0(const uint8_t *p, __m256 *q) {
         _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(b->qs + 8 * i))));
 }
 
-TQ_INLINE void prep_d(const uint8_t *b, size_t n, size_t bb, float *d) {
-  block_f16(b, bb, 0, n, 1.0f, d);
-}
-
 /* Accumulator chains per token: 4 for one or two tokens, 2 for more (the
  * sixteen registers hold 8 chains and a unit). */
 #define CHAINS(NT) ((NT) <= 2 ? 4u : 2u)
@@ -247,42 +234,27 @@ TQ_INLINE void store_sums(__m256 (*acc)[4], float *y, size_t ldy, const uint32_t
   }
 }
 
-TQ_INLINE void dot32(const uint8_t *row, size_t nb, size_t bb, prep32_fn prep, vec32_fn vf,
-                     const float *x, size_t ldx, float *y, size_t ldy, const uint32_t NT) {
+TQ_INLINE void dot32(const uint8_t *row, size_t nb, size_t bb, vec32_fn vf, const float *x,
+                     size_t ldx, float *y, size_t ldy, const uint32_t NT) {
   __m256 acc[TQ_DOT_MAX_TOKENS][4];
 #pragma GCC unroll 4
   for (uint32_t t = 0; t < NT; t++)
 #pragma GCC unroll 4
     for (int j = 0; j < 4; j++) acc[t][j] = _mm256_setzero_ps();
-  float d[CHUNK], m[CHUNK];
-  for (size_t c0 = 0; c0 < nb; c0 += CHUNK) {
-    const size_t n = nb - c0 < CHUNK ? nb - c0 : CHUNK;
-    const uint8_t *blk = row + c0 * bb;
-    prep(blk, n, d, m);
-    SCALES_IN_MEMORY(d);
-    for (size_t i = 0; i < n; i++) {
-      __m256 w[4];
-      vf(blk + i * bb, d + i, m + i, w);
-      fma_unit(acc, w, x, ldx, 32 * (c0 + i), NT);
-    }
+  for (size_t i = 0; i < nb; i++) {
+    __m256 w[4];
+    vf(row + i * bb, w);
+    fma_unit(acc, w, x, ldx, 32 * i, NT);
   }
   store_sums(acc, y, ldy, NT);
 }
 
-TQ_INLINE void deq32(const uint8_t *blocks, size_t nb, size_t bb, prep32_fn prep, vec32_fn vf,
-                     float *dst) {
-  float d[CHUNK], m[CHUNK];
-  for (size_t c0 = 0; c0 < nb; c0 += CHUNK) {
-    const size_t n = nb - c0 < CHUNK ? nb - c0 : CHUNK;
-    const uint8_t *blk = blocks + c0 * bb;
-    prep(blk, n, d, m);
-    SCALES_IN_MEMORY(d);
-    for (size_t i = 0; i < n; i++) {
-      __m256 w[4];
-      vf(blk + i * bb, d + i, m + i, w);
+TQ_INLINE void deq32(const uint8_t *blocks, size_t nb, size_t bb, vec32_fn vf, float *dst) {
+  for (size_t i = 0; i < nb; i++) {
+    __m256 w[4];
+    vf(blocks + i * bb, w);
 #pragma GCC unroll 4
-      for (int j = 0; j < 4; j++) _mm256_storeu_ps(dst + 32 * (c0 + i) + 8 * j, w[j]);
-    }
+    for (int j = 0; j < 4; j++) _mm256_storeu_ps(dst + 32 * i + 8 * j, w[j]);
   }
 }
 
@@ -293,25 +265,19 @@ TQ_INLINE void dot32s(const uint8_t *row, size_t nb, size_t bb, sym32_fn sf, con
   __m256 acc[TQ_DOT_MAX_TOKENS][2];
 #pragma GCC unroll 4
   for (uint32_t t = 0; t < NT; t++) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
-  float d[CHUNK];
-  for (size_t c0 = 0; c0 < nb; c0 += CHUNK) {
-    const size_t n = nb - c0 < CHUNK ? nb - c0 : CHUNK;
-    const uint8_t *blk = row + c0 * bb;
-    prep_d(blk, n, bb, d);
-    SCALES_IN_MEMORY(d);
-    for (size_t i = 0; i < n; i++) {
-      __m256 q[4];
-      sf(blk + i * bb, q);
-      const __m256 dv = _mm256_set1_ps(d[i]);
+  for (size_t i = 0; i < nb; i++) {
+    const uint8_t *blk = row + i * bb;
+    __m256 q[4];
+    sf(blk, q);
+    const __m256 dv = _mm256_permute_ps(head_dm(blk), 0x00);
 #pragma GCC unroll 4
-      for (uint32_t t = 0; t < NT; t++) {
-        const float *xt = x + t * ldx + 32 * (c0 + i);
-        __m256 st = _mm256_mul_ps(q[0], _mm256_loadu_ps(xt));
-        st = _mm256_fmadd_ps(q[1], _mm256_loadu_ps(xt + 8), st);
-        st = _mm256_fmadd_ps(q[2], _mm256_loadu_ps(xt + 16), st);
-        st = _mm256_fmadd_ps(q[3], _mm256_loadu_ps(xt + 24), st);
-        acc[t][i & 1] = _mm256_fmadd_ps(st, dv, acc[t][i & 1]);
-      }
+    for (uint32_t t = 0; t < NT; t++) {
+      const float *xt = x + t * ldx + 32 * i;
+      __m256 st = _mm256_mul_ps(q[0], _mm256_loadu_ps(xt));
+      st = _mm256_fmadd_ps(q[1], _mm256_loadu_ps(xt + 8), st);
+      st = _mm256_fmadd_ps(q[2], _mm256_loadu_ps(xt + 16), st);
+      st = _mm256_fmadd_ps(q[3], _mm256_loadu_ps(xt + 24), st);
+      acc[t][i & 1] = _mm256_fmadd_ps(st, dv, acc[t][i & 1]);
     }
   }
 #pragma GCC unroll 4
@@ -319,19 +285,13 @@ TQ_INLINE void dot32s(const uint8_t *row, size_t nb, size_t bb, sym32_fn sf, con
 }
 
 TQ_INLINE void deq32s(const uint8_t *blocks, size_t nb, size_t bb, sym32_fn sf, float *dst) {
-  float d[CHUNK];
-  for (size_t c0 = 0; c0 < nb; c0 += CHUNK) {
-    const size_t n = nb - c0 < CHUNK ? nb - c0 : CHUNK;
-    const uint8_t *blk = blocks + c0 * bb;
-    prep_d(blk, n, bb, d);
-    SCALES_IN_MEMORY(d);
-    for (size_t i = 0; i < n; i++) {
-      __m256 q[4];
-      sf(blk + i * bb, q);
-      const __m256 dv = _mm256_set1_ps(d[i]);
+  for (size_t i = 0; i < nb; i++) {
+    const uint8_t *blk = blocks + i * bb;
+    __m256 q[4];
+    sf(blk, q);
+    const __m256 dv = _mm256_permute_ps(head_dm(blk), 0x00);
 #pragma GCC unroll 4
-      for (int j = 0; j < 4; j++) _mm256_storeu_ps(dst + 32 * (c0 + i) + 8 * j, _mm256_mul_ps(q[j], dv));
-    }
+    for (int j = 0; j < 4; j++) _mm256_storeu_ps(dst + 32 * i + 8 * j, _mm256_mul_ps(q[j], dv));
   }
 }
 
@@ -361,14 +321,14 @@ DEF_SYM32(q8_0, tq_block_q8_0)
     const uint8_t *row = w;                                                                   \
     const size_t bb = sizeof(BLOCK);                                                          \
     switch (nt) {                                                                             \
-      case 1: dot32(row, nb, bb, prep_##NAME, vec_##NAME, x, ldx, y, ldy, 1); break;          \
-      case 2: dot32(row, nb, bb, prep_##NAME, vec_##NAME, x, ldx, y, ldy, 2); break;          \
-      case 3: dot32(row, nb, bb, prep_##NAME, vec_##NAME, x, ldx, y, ldy, 3); break;          \
-      default: dot32(row, nb, bb, prep_##NAME, vec_##NAME, x, ldx, y, ldy, 4); break;         \
+      case 1: dot32(row, nb, bb, vec_##NAME, x, ldx, y, ldy, 1); break;                              \
+      case 2: dot32(row, nb, bb, vec_##NAME, x, ldx, y, ldy, 2); break;                              \
+      case 3: dot32(row, nb, bb, vec_##NAME, x, ldx, y, ldy, 3); break;                              \
+      default: dot32(row, nb, bb, vec_##NAME, x, ldx, y, ldy, 4); break;                              \
     }                                                                                         \
   }                                                                                           \
   static void deq_##NAME(const void *blocks, float *dst, size_t nb) {                        \
-    deq32(blocks, nb, sizeof(BLOCK), prep_##NAME, vec_##NAME, dst);                           \
+    deq32(blocks, nb, sizeof(BLOCK), vec_##NAME, dst);                                     \
   }
 
 DEF_BLOCK32(q4_1, tq_block_q4_1)
@@ -387,12 +347,6 @@ typedef struct kscale {
 typedef void (*kprep_fn)(const uint8_t *blk, kscale *ks);
 /* Elements 32 u .. 32 u + 31 of the super-block, u < 8, into w[0..3]. */
 typedef void (*kvec_fn)(const uint8_t *blk, uint32_t u, const kscale *ks, __m256 *w);
-
-static inline uint32_t load_u32(const uint8_t *p) {
-  uint32_t v;
-  memcpy(&v, p, 4);
-  return v;
-}
 
 /* 8 unsigned bytes (two little-endian words) times f into 8 floats. */
 static inline void scale8(uint32_t lo, uint32_t hi, float f, float *out) {

@@ -57,8 +57,8 @@ static void report(const tq_session *s, const tq_model_info *info, const tq_cach
   uint32_t tokens = tq_session_position(s);
   double bytes = (double)tq_cache_bytes(tq_session_cache(s));
   double fp16_tok = (double)info->n_layers * info->n_kv_heads * info->head_dim * 2 * 2;
-  double tok_bytes = cp->mode == TQ_CACHE_F16 ? fp16_tok : 0.0;
-  if (cp->mode != TQ_CACHE_F16) {
+  double tok_bytes = cp->mode == TQ_CACHE_F16 ? fp16_tok : cp->mode == TQ_CACHE_F32 ? 2 * fp16_tok : 0.0;
+  if (cp->mode == TQ_CACHE_TURBOQUANT) {
     /* Record sizes of each layer's rates: norm (2 bytes) + packed codes. */
     for (uint32_t l = 0; l < info->n_layers; l++) {
       int edge = cp->edge_layers && (l < cp->edge_layers || l + cp->edge_layers >= info->n_layers);

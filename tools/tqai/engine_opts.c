@@ -26,9 +26,9 @@ int engine_opts_parse(args_parser *p, engine_opts *o) {
   } else if (args_option(p, "--threads") || args_option(p, "-t")) {
     args_u32(p, 0, 256, &o->threads);
   } else if (args_option(p, "--bits-k")) {
-    args_f64(p, 1, 16, &o->bits_k);
+    args_f64(p, 1, 32, &o->bits_k);
   } else if (args_option(p, "--bits-v")) {
-    args_f64(p, 1, 16, &o->bits_v);
+    args_f64(p, 1, 32, &o->bits_v);
   } else if (args_option(p, "--sinks")) {
     args_u32(p, 0, 1u << 20, &o->sinks);
   } else if (args_option(p, "--window")) {
@@ -64,7 +64,8 @@ void engine_opts_usage(FILE *out, uint32_t n_ctx) {
           "  --bits-k B            key bits per coordinate: 1, 1.5, ..., 8, or 16 for\n"
           "                        the fp16 baseline (default 4)\n"
           "  --bits-v B            value bits, likewise (default 2); 16 for both keys\n"
-          "                        and values gives the fp16 cache\n"
+          "                        and values gives the fp16 cache, 32 for both an\n"
+          "                        exact float32 cache (slow; for checking)\n"
           "  --sinks N             keep the first N tokens in fp16 (default 0)\n"
           "  --window N            keep the last N tokens in fp16 (default 0)\n"
           "  --center              subtract per-head key and value means (taken from\n"
@@ -86,10 +87,10 @@ int engine_cache_params(const char *prog, const engine_opts *o, const tq_model_i
   tq_cache_params p = tq_cache_params_default(info->n_layers, info->n_kv_heads, info->head_dim);
   p.max_tokens = o->n_ctx;
   p.block_tokens = o->block;
-  if (o->bits_k == 16 || o->bits_v == 16) {
-    if (o->bits_k != 16 || o->bits_v != 16)
-      return args_usage_error(prog, "16 bits (the fp16 cache) applies to keys and values together");
-    p.mode = TQ_CACHE_F16;
+  if (o->bits_k >= 16 || o->bits_v >= 16) {
+    if (o->bits_k != o->bits_v || (o->bits_k != 16 && o->bits_k != 32))
+      return args_usage_error(prog, "16 (fp16) or 32 (float32) bits apply to keys and values together");
+    p.mode = o->bits_k == 32 ? TQ_CACHE_F32 : TQ_CACHE_F16;
     *out = p;
     return 0;
   }
@@ -115,8 +116,8 @@ int engine_cache_params(const char *prog, const engine_opts *o, const tq_model_i
 }
 
 void engine_cache_name(const tq_cache_params *p, char *buf, size_t size) {
-  if (p->mode == TQ_CACHE_F16) {
-    snprintf(buf, size, "fp16");
+  if (p->mode != TQ_CACHE_TURBOQUANT) {
+    snprintf(buf, size, p->mode == TQ_CACHE_F32 ? "f32" : "fp16");
     return;
   }
   int n = snprintf(buf, size, "K%g/V%g", p->key_bits, p->value_bits);
