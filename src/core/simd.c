@@ -4,6 +4,7 @@
  * lowered by the TQAI_SIMD environment variable so every test can run at
  * every level.
  */
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,7 +23,7 @@ static int cpu_has_f16c(void) {
 }
 #endif
 
-static int cpu_has(tq_simd_level level) {
+static int cpu_probe(tq_simd_level level) {
   if (level == TQ_SIMD_SCALAR) return 1;
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
   __builtin_cpu_init();
@@ -44,6 +45,20 @@ static int cpu_has(tq_simd_level level) {
 #else
   return 0;
 #endif
+}
+
+/* CPUID can trap to the hypervisor (tens of microseconds on some virtual
+ * machines) and kernels are looked up on every attention call, so each
+ * answer is probed once and kept. The CPU does not change while the process
+ * runs; threads racing here store the same value. Bit 0: probed, bit 1: has. */
+static int cpu_has(tq_simd_level level) {
+  static atomic_int known[4];
+  int v = atomic_load_explicit(&known[level & 3], memory_order_relaxed);
+  if (!(v & 1)) {
+    v = 1 | (cpu_probe(level) ? 2 : 0);
+    atomic_store_explicit(&known[level & 3], v, memory_order_relaxed);
+  }
+  return (v >> 1) & 1;
 }
 
 int tq_simd_supported(tq_simd_level level) {
