@@ -221,7 +221,8 @@ TQ_API int32_t tq_tokenizer_find(const tq_tokenizer *t, const char *text);
 
 /* Tokenizes len bytes of UTF-8 text into ids (capacity cap). add_bos
  * prepends the BOS token if the model has one; parse_special recognizes
- * control and user-defined tokens written in the text. *n_out receives the
+ * control tokens written in the text (user-defined tokens are always
+ * recognized, as Hugging Face tokenizers and llama.cpp do). *n_out receives the
  * number of ids (also when the buffer is too small). Returns TQ_OK,
  * TQ_ERR_INVALID_ARGUMENT or TQ_ERR_BUFFER_TOO_SMALL. Invalid UTF-8 is
  * tokenized byte by byte, never rejected. */

@@ -189,6 +189,7 @@ static tq_status read_hparams(tq_model *m, const char *arch) {
 
 tq_status tq_model_load(const char *path, tq_model **out) {
   if (out) *out = NULL;
+  last_error[0] = '\0';
   if (!path || !out) return tq_engine_fail(TQ_ERR_INVALID_ARGUMENT, "no model path");
   tq_model *m = calloc(1, sizeof *m);
   if (!m) return TQ_ERR_OUT_OF_MEMORY;
@@ -268,7 +269,10 @@ tq_status tq_model_load(const char *path, tq_model **out) {
   }
   I->n_params = params;
   if ((st = tq_tokenizer_from_gguf(g, &m->tok)) != TQ_OK) {
-    tq_engine_fail(st, "%s: tokenizer: %s", path, tq_status_message(st));
+    /* Keep the tokenizer's own explanation, if it left one. */
+    char why[sizeof last_error];
+    snprintf(why, sizeof why, "%s", last_error);
+    tq_engine_fail(st, "%s: tokenizer: %s", path, why[0] ? why : tq_status_message(st));
     goto fail;
   }
   if (tq_tokenizer_n_vocab(m->tok) > I->n_vocab) {
