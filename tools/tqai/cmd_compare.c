@@ -91,8 +91,7 @@ int cmd_compare_run(int argc, char **argv) {
   engine_opts_default(&o, 2048);
   uint32_t n_predict = 64;
   int json = 0;
-  prompt_mode mode = PROMPT_AUTO;
-  const char *system = NULL, *prompt = NULL;
+  prompt_opts po = {PROMPT_AUTO, NULL, NULL};
   args_parser p;
   args_init(&p, PROG, argc, argv);
   while (args_next(&p)) {
@@ -103,22 +102,15 @@ int cmd_compare_run(int argc, char **argv) {
     } else if (engine_opts_parse(&p, &o)) {
     } else if (args_option(&p, "-n") || args_option(&p, "--n-predict")) {
       args_u32(&p, 1, 1u << 16, &n_predict);
-    } else if (args_flag(&p, "--chat")) {
-      mode = PROMPT_CHAT;
-    } else if (args_flag(&p, "--raw")) {
-      mode = PROMPT_RAW;
-    } else if (args_option(&p, "--system")) {
-      system = p.value;
     } else if (args_flag(&p, "--json")) {
       json = 1;
-    } else if (p.arg[0] != '-' && !prompt) {
-      prompt = p.arg;
+    } else if (prompt_opts_parse(&p, &po)) {
     } else {
       args_unknown(&p);
     }
     if (p.failed) return TQ_CLI_USAGE;
   }
-  if (!prompt) return args_usage_error(PROG, "no prompt given");
+  if (!po.text) return args_usage_error(PROG, "no prompt given");
   tq_model *model;
   tq_pool *pool;
   int rc = engine_load(PROG, &o, &model, &pool);
@@ -133,7 +125,7 @@ int cmd_compare_run(int argc, char **argv) {
   if ((rc = engine_cache_params(PROG, &o, info, &cp))) goto done;
   base = cp;
   base.mode = TQ_CACHE_F16;
-  if ((rc = engine_prompt(PROG, model, prompt, mode, system, &ids, &n_ids))) goto done;
+  if ((rc = engine_prompt(PROG, model, po.text, po.mode, po.system, &ids, &n_ids))) goto done;
   if ((rc = generate(model, &base, &o, pool, ids, n_ids, n_predict, &a))) goto done;
   if ((rc = generate(model, &cp, &o, pool, ids, n_ids, n_predict, &b))) goto done;
   uint32_t agree = 0;

@@ -82,8 +82,7 @@ int cmd_run_run(int argc, char **argv) {
   tq_sampler_params sp = tq_sampler_params_default();
   uint32_t n_predict = 128;
   int quiet = 0;
-  prompt_mode mode = PROMPT_AUTO;
-  const char *system = NULL, *prompt = NULL;
+  prompt_opts po = {PROMPT_AUTO, NULL, NULL};
   args_parser p;
   args_init(&p, PROG, argc, argv);
   while (args_next(&p)) {
@@ -94,12 +93,6 @@ int cmd_run_run(int argc, char **argv) {
     } else if (engine_opts_parse(&p, &o)) {
     } else if (args_option(&p, "-n") || args_option(&p, "--n-predict")) {
       args_u32(&p, 0, 1u << 20, &n_predict);
-    } else if (args_flag(&p, "--chat")) {
-      mode = PROMPT_CHAT;
-    } else if (args_flag(&p, "--raw")) {
-      mode = PROMPT_RAW;
-    } else if (args_option(&p, "--system")) {
-      system = p.value;
     } else if (args_flag(&p, "--greedy")) {
       sp = tq_sampler_params_greedy();
     } else if (args_option(&p, "--temp")) {
@@ -118,14 +111,13 @@ int cmd_run_run(int argc, char **argv) {
       args_seed(&p, &sp.seed);
     } else if (args_flag(&p, "--quiet")) {
       quiet = 1;
-    } else if (p.arg[0] != '-' && !prompt) {
-      prompt = p.arg;
+    } else if (prompt_opts_parse(&p, &po)) {
     } else {
       args_unknown(&p);
     }
     if (p.failed) return TQ_CLI_USAGE;
   }
-  if (!prompt) return args_usage_error(PROG, "no prompt given");
+  if (!po.text) return args_usage_error(PROG, "no prompt given");
   tq_model *model;
   tq_pool *pool;
   int rc = engine_load(PROG, &o, &model, &pool);
@@ -140,7 +132,7 @@ int cmd_run_run(int argc, char **argv) {
   size_t n_ids = 0;
   rc = engine_cache_params(PROG, &o, info, &cp);
   if (rc) goto done;
-  rc = engine_prompt(PROG, model, prompt, mode, system, &ids, &n_ids);
+  rc = engine_prompt(PROG, model, po.text, po.mode, po.system, &ids, &n_ids);
   if (rc) goto done;
   if (n_ids == 0) {
     rc = cli_error(PROG, "the prompt has no tokens");

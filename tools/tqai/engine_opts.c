@@ -152,6 +152,15 @@ double engine_now(void) {
   return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+int prompt_opts_parse(args_parser *p, prompt_opts *o) {
+  if (args_flag(p, "--chat")) o->mode = PROMPT_CHAT;
+  else if (args_flag(p, "--raw")) o->mode = PROMPT_RAW;
+  else if (args_option(p, "--system")) o->system = p->value;
+  else if (p->arg[0] != '-' && !o->text) o->text = p->arg;
+  else return 0;
+  return 1;
+}
+
 int engine_prompt(const char *prog, const tq_model *m, const char *text, prompt_mode mode,
                   const char *system, int32_t **ids, size_t *n) {
   const tq_tokenizer *tok = tq_model_tokenizer(m);

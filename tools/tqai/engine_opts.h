@@ -58,6 +58,18 @@ typedef enum prompt_mode {
   PROMPT_RAW = 2   /* the text as it is */
 } prompt_mode;
 
+/* The prompt and how to present it: --chat, --raw, --system TEXT, and the
+ * first argument that is not an option. */
+typedef struct prompt_opts {
+  prompt_mode mode;
+  const char *system;
+  const char *text;
+} prompt_opts;
+
+/* If the current argument of p is one of the prompt options or the prompt
+ * itself, records it and returns 1; else returns 0. */
+int prompt_opts_parse(args_parser *p, prompt_opts *o);
+
 /* Formats and tokenizes a prompt. *ids receives a malloc'd array (the
  * caller frees it) of *n ids. Returns 0 or prints the error and returns
  * TQ_CLI_FAIL. */
