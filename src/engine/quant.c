@@ -23,7 +23,6 @@
  */
 #include <float.h>
 #include <math.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -467,40 +466,8 @@ const tq_quant_kernels tq_quant_kernels_ref = {
     .gemm = gemm_ref,
 };
 
-/* Whether the CPU runs each level, probed once per process: the probe
- * (tq_simd_supported) executes cpuid, which some hypervisors trap at a cost
- * of tens of microseconds, and a decode step makes hundreds of products.
- * -1: not probed yet. Races only store the same value twice. */
-static atomic_int level_support[TQ_SIMD_AVX512 + 1] = {-1, -1, -1, -1};
-
-static int level_ok(tq_simd_level level) {
-  if ((int)level < (int)TQ_SIMD_SCALAR || (int)level > (int)TQ_SIMD_AVX512) return 0;
-  int v = atomic_load_explicit(&level_support[level], memory_order_relaxed);
-  if (v < 0) {
-    v = tq_simd_supported(level) ? 1 : 0;
-    atomic_store_explicit(&level_support[level], v, memory_order_relaxed);
-  }
-  return v;
-}
-
-/* tq_simd_default() with the CPU probe memoized: the best level, lowered to
- * the one TQAI_SIMD names (read on every call, as tq_simd_default does). */
-static tq_simd_level default_level(void) {
-  tq_simd_level best = level_ok(TQ_SIMD_AVX512) ? TQ_SIMD_AVX512
-                       : level_ok(TQ_SIMD_AVX2) ? TQ_SIMD_AVX2
-                                                : TQ_SIMD_SCALAR;
-  const char *env = getenv("TQAI_SIMD");
-  tq_simd_level want = best;
-  if (env) {
-    if (strcmp(env, "scalar") == 0) want = TQ_SIMD_SCALAR;
-    else if (strcmp(env, "avx2") == 0) want = TQ_SIMD_AVX2;
-    else if (strcmp(env, "avx512") == 0) want = TQ_SIMD_AVX512;
-  }
-  return want < best ? want : best;
-}
-
 const tq_quant_kernels *tq_quant_kernels_get(tq_simd_level level) {
-  if (level == TQ_SIMD_AUTO || !level_ok(level)) return NULL;
+  if (level == TQ_SIMD_AUTO || !tq_simd_supported(level)) return NULL;
   switch (level) {
     case TQ_SIMD_SCALAR: return &tq_quant_kernels_ref;
 #ifdef TQ_HAVE_AVX2
@@ -586,7 +553,7 @@ tq_status tq_matmul_at(tq_simd_level level, tq_tensor_type type, const void *w, 
   const type_info *ti = info_of(type);
   if (!ti || !w || !x || !y || cols % ti->block) return TQ_ERR_INVALID_ARGUMENT;
   if (!ti->supported) return TQ_ERR_UNSUPPORTED;
-  if (level == TQ_SIMD_AUTO) level = default_level();
+  if (level == TQ_SIMD_AUTO) level = tq_simd_default();
   const tq_quant_kernels *k = tq_quant_kernels_get(level);
   if (!k) return TQ_ERR_UNSUPPORTED_SIMD;
   uint64_t rb = tq_tensor_row_bytes(type, cols);
