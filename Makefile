@@ -252,3 +252,6 @@ fuzz-clean:
 	rm -rf $(FUZZ_BUILD)
 
 -include $(shell find $(FUZZ_BUILD) -name '*.d' 2>/dev/null)
+
+# CUDA kernels, test and benchmark (only where nvcc exists).
+-include cuda.mk
