@@ -45,10 +45,9 @@ $(CUDA_TEST): tests/test_cuda.c tests/test.h include/tqai_cuda.h $(CUDA_LIB) $(S
 	$(CC) $(CFLAGS_ALL) -DTQ_HAVE_CUDA -Itests -c $< -o $(BUILD)/obj/tests/test_cuda.o
 	$(NVCC) $(CUDA_GENCODE) -o $@ $(BUILD)/obj/tests/test_cuda.o $(CUDA_LIB) $(STATIC) -lm -lpthread
 
-$(CUDA_BENCH): bench/cuda/bench_cuda_attn.c include/tqai_cuda.h $(CUDA_LIB) $(STATIC)
-	@mkdir -p $(dir $@) $(BUILD)/obj/bench
-	$(CC) $(CFLAGS_ALL) -c $< -o $(BUILD)/obj/bench/bench_cuda_attn.o
-	$(NVCC) $(CUDA_GENCODE) -o $@ $(BUILD)/obj/bench/bench_cuda_attn.o $(CUDA_LIB) $(STATIC) -lm -lpthread
+$(CUDA_BENCH): bench/cuda/bench_cuda_attn.cu include/tqai_cuda.h $(CUDA_LIB) $(STATIC)
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS_ALL) -o $@ $< $(CUDA_LIB) $(STATIC) -lm -lpthread
 
 endif
 endif

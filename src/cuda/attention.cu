@@ -13,9 +13,9 @@
  *        values  O (16 x d) += P (16 x 16 tokens) * Vc, P taken from S's
  *                accumulator registers, Vc decoded like Kc.
  *      The 16 MMA rows are 8 query heads x {high, low} fp16 halves of the
- *      query (and of the weights p * norm): the two halves' products are
- *      summed in fp32, so the MMAs lose nothing beyond the fp16 centroids
- *      (2^-12 relative). The G <= 8 query heads of one KV head share every
+ *      query: the two halves' products are summed in fp32, so the scores
+ *      lose nothing beyond the fp16 centroids (2^-12 relative). The weights
+ *      p * norm enter the value MMA in fp16 (the low rows are zero). The G <= 8 query heads of one KV head share every
  *      code load. The block's warps merge their states in shared memory and
  *      write one partial (m, l, acc) per query head.
  *   3. reduce: merges the splits in order, divides by the softmax sum and
@@ -36,6 +36,10 @@
 
 #define LOG2E 1.4426950408889634f
 #define DEC_WARPS 4
+/* Blocks per SM the register allocation aims for (3: no spills at d = 128). */
+#ifndef TQ_DEC_MIN_BLOCKS
+#define TQ_DEC_MIN_BLOCKS 3
+#endif
 #define TILE 16
 
 /* ------------------------------------------------------------------------ */
@@ -103,8 +107,6 @@ __device__ __forceinline__ void mma_16816(float *c, const uint32_t *a, uint32_t 
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-__device__ __forceinline__ float half_lo(uint32_t w) { return __half2float(__ushort_as_half((unsigned short)(w & 0xffffu))); }
-__device__ __forceinline__ float half_hi(uint32_t w) { return __half2float(__ushort_as_half((unsigned short)(w >> 16))); }
 
 /* Guarded exp2(a - b) for the online softmax: 0 when a is -inf. */
 __device__ __forceinline__ float exp2_diff(float a, float b) {
@@ -182,7 +184,7 @@ __device__ __forceinline__ void load_tile(tile_regs<D, KB, VB> &t, const uint8_t
 }
 
 template <int D, int KB, int VB>
-__global__ void __launch_bounds__(DEC_WARPS * 32) decode_split_kernel(dec_args a) {
+__global__ void __launch_bounds__(DEC_WARPS * 32, TQ_DEC_MIN_BLOCKS) decode_split_kernel(dec_args a) {
   constexpr int KS = D / 16;  /* k-steps of the score MMAs */
   constexpr int NTV = D / 8;  /* n-tiles of the value MMAs */
   constexpr int CPT = D / 4;  /* key coordinates per thread */
@@ -262,12 +264,12 @@ __global__ void __launch_bounds__(DEC_WARPS * 32) decode_split_kernel(dec_args a
     float mx_a = -INFINITY, mx_b = -INFINITY;
 #pragma unroll
     for (int nt = 0; nt < 2; nt++) {
+      float2 kn2 = __half22float2(*(const __half2 *)&cur.kn[nt]);
 #pragma unroll
       for (int e = 0; e < 4; e++) {
         float s = sc[nt][e] + __shfl_xor_sync(0xffffffffu, sc[nt][e], 16);
         uint32_t tok = t0 + nt * 8 + 2 * q + (e & 1);
-        float kn = (e & 1) ? half_hi(cur.kn[nt]) : half_lo(cur.kn[nt]);
-        s = tok < hi ? s * kn : -INFINITY;
+        s = tok < hi ? s * ((e & 1) ? kn2.y : kn2.x) : -INFINITY;
         sc[nt][e] = s;
         if (e < 2) mx_a = fmaxf(mx_a, s);
         else mx_b = fmaxf(mx_b, s);
@@ -289,17 +291,20 @@ __global__ void __launch_bounds__(DEC_WARPS * 32) decode_split_kernel(dec_args a
       o[v][0] *= al_a, o[v][1] *= al_a;
       o[v][2] *= al_b, o[v][3] *= al_b;
     }
-    /* Weights p = exp2(s - m); the MMA takes p * value norm, split in halves. */
+    /* Weights p = exp2(s - m); the MMA takes p * value norm in fp16 (rows of
+     * the low halves get zeros: a weight's 2^-12 rounding averages out over
+     * the tokens, unlike a score's, which the exponential amplifies). */
     float pw[2][4];
 #pragma unroll
     for (int nt = 0; nt < 2; nt++) {
+      float2 vn2 = __half22float2(*(const __half2 *)&cur.vn[nt]);
 #pragma unroll
       for (int e = 0; e < 4; e++) {
         float p = exp2_diff(sc[nt][e], e < 2 ? m_a : m_b);
         if (e < 2) l_a += p;
         else l_b += p;
-        float vn = (e & 1) ? half_hi(cur.vn[nt]) : half_lo(cur.vn[nt]);
-        pw[nt][e] = p > 0.0f ? split_part(p * vn, low) : 0.0f;
+        float vn = (e & 1) ? vn2.y : vn2.x;
+        pw[nt][e] = p > 0.0f && !low ? p * vn : 0.0f;
       }
     }
     uint32_t pa[4];

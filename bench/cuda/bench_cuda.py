@@ -1,0 +1,168 @@
+#!/usr/bin/env python3
+"""Decode attention on TurboQuant codes (tqai, CUDA) against PyTorch SDPA.
+
+Runs build/bench/bench_cuda_attn (our kernels, JSON lines on stdout), then
+times torch.nn.functional.scaled_dot_product_attention with the flash backend
+on fp16 and bf16 K/V of the same shapes, and a large device-to-device copy
+for the peak bandwidth. Prints a table of speed ratios measured in this one
+run and writes everything to OUT/bench_cuda.json.
+
+Shapes: one new query per sequence, 32 query heads, 8 KV heads, head size
+128 (grouped-query attention), batch 1, 8, 32, context 4k, 32k, 128k.
+Every timing is the median of many calls timed with CUDA events after a
+warm-up; inputs rotate among several buffers when one set would fit in L2.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+L2_ROTATE_BYTES = 240 << 20  # rotate buffers until this much is touched
+
+
+def parse_args():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--bench", default="build/bench/bench_cuda_attn")
+    ap.add_argument("--out", default=os.environ.get("OUT", "build/cuda-out"))
+    ap.add_argument("--batches", default="1,8,32")
+    ap.add_argument("--contexts", default="4096,32768,131072")
+    ap.add_argument("--bits", default="4/2,3/2")
+    ap.add_argument("--heads", type=int, default=32)
+    ap.add_argument("--kv-heads", type=int, default=8)
+    ap.add_argument("--dim", type=int, default=128)
+    ap.add_argument("--iters", type=int, default=50)
+    return ap.parse_args()
+
+
+def run_ours(a):
+    cmd = [a.bench, "--batches", a.batches, "--contexts", a.contexts, "--bits", a.bits,
+           "--heads", str(a.heads), "--kv-heads", str(a.kv_heads), "--dim", str(a.dim),
+           "--iters", str(a.iters)]
+    print("running:", " ".join(cmd), flush=True)
+    res = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True)
+    return [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
+
+
+def time_calls(torch, fn, n_bufs, iters):
+    """Median milliseconds of fn(i) over iters calls, i rotating over n_bufs."""
+    for i in range(5):
+        fn(i % n_bufs)
+    torch.cuda.synchronize()
+    start = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
+    end = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
+    for i in range(iters):
+        start[i].record()
+        fn(i % n_bufs)
+        end[i].record()
+    torch.cuda.synchronize()
+    return statistics.median(s.elapsed_time(e) for s, e in zip(start, end))
+
+
+def peak_copy(torch, iters):
+    """Device-to-device copy of 4 GiB; bandwidth counts read + write bytes."""
+    n = 4 << 30
+    src = torch.empty(n, dtype=torch.uint8, device="cuda")
+    dst = torch.empty_like(src)
+    src.fill_(1)
+    ms = time_calls(torch, lambda i: dst.copy_(src), 1, max(10, iters // 2))
+    del src, dst
+    torch.cuda.empty_cache()
+    return 2 * n / (ms * 1e-3) / 1e9, ms
+
+
+def torch_sdpa(torch, a, batch, ctx, dtype):
+    """Flash SDPA for one decode step; returns (median ms, bytes, gqa mode)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    F = torch.nn.functional
+    Hq, H, d = a.heads, a.kv_heads, a.dim
+    kv_bytes = 2 * batch * H * ctx * d * 2
+    n_bufs = max(1, min(16, -(-L2_ROTATE_BYTES // kv_bytes)))
+    free = torch.cuda.mem_get_info()[0]
+    n_bufs = max(1, min(n_bufs, int(0.8 * free // kv_bytes)))
+    qs = [torch.randn(batch, Hq, 1, d, device="cuda", dtype=dtype) for _ in range(n_bufs)]
+    ks = [torch.randn(batch, H, ctx, d, device="cuda", dtype=dtype) for _ in range(n_bufs)]
+    vs = [torch.randn(batch, H, ctx, d, device="cuda", dtype=dtype) for _ in range(n_bufs)]
+    mode = "enable_gqa"
+    try:
+        with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+            def call(i):
+                return F.scaled_dot_product_attention(qs[i], ks[i], vs[i], enable_gqa=True)
+            ms = time_calls(torch, call, n_bufs, a.iters)
+    except RuntimeError:
+        # Flash without native GQA: the query heads of a group become extra
+        # query rows of their KV head (batch, H, G, d), the same math and
+        # the same K/V bytes read once.
+        mode = "query-rows"
+        G = Hq // H
+        qs = [q.view(batch, H, G, d) for q in qs]
+        with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+            def call(i):
+                return F.scaled_dot_product_attention(qs[i], ks[i], vs[i])
+            ms = time_calls(torch, call, n_bufs, a.iters)
+    bytes_ = kv_bytes + 2 * batch * Hq * d * 2
+    del qs, ks, vs
+    torch.cuda.empty_cache()
+    return ms, bytes_, mode
+
+
+def main():
+    a = parse_args()
+    os.makedirs(a.out, exist_ok=True)
+    ours = run_ours(a)
+    import torch
+    dev = torch.cuda.get_device_name(0)
+    peak_gbps, _ = peak_copy(torch, a.iters)
+    print(f"device: {dev}; device-to-device copy: {peak_gbps:.0f} GB/s (read + write)", flush=True)
+    base = {}
+    for batch in [int(x) for x in a.batches.split(",")]:
+        for ctx in [int(x) for x in a.contexts.split(",")]:
+            for name, dt in (("fp16", torch.float16), ("bf16", torch.bfloat16)):
+                try:
+                    ms, b, mode = torch_sdpa(torch, a, batch, ctx, dt)
+                    base[(batch, ctx, name)] = {"ms": ms, "bytes": b, "gqa": mode}
+                except (RuntimeError, torch.cuda.OutOfMemoryError) as e:
+                    base[(batch, ctx, name)] = {"ms": None, "error": str(e).splitlines()[0]}
+                    torch.cuda.empty_cache()
+    rows = []
+    for r in ours:
+        key = (r["batch"], r["context"])
+        f16 = base.get(key + ("fp16",), {})
+        b16 = base.get(key + ("bf16",), {})
+        ms = r["median_us"] / 1e3
+        rows.append({
+            "bits": f"K{r['kbits']}/V{r['vbits']}", "batch": r["batch"], "context": r["context"],
+            "tqai_us": r["median_us"], "fp16_us": f16["ms"] * 1e3 if f16.get("ms") else None,
+            "bf16_us": b16["ms"] * 1e3 if b16.get("ms") else None,
+            "speedup_fp16": f16["ms"] / ms if f16.get("ms") else None,
+            "speedup_bf16": b16["ms"] / ms if b16.get("ms") else None,
+            "tqai_gbps": r["gbps"], "tqai_peak_frac": r["gbps"] / peak_gbps,
+            "fp16_gbps": f16["bytes"] / (f16["ms"] * 1e-3) / 1e9 if f16.get("ms") else None,
+            "finite": r["finite"], "sdpa_gqa": f16.get("gqa"),
+        })
+    with open(os.path.join(a.out, "bench_cuda.json"), "w") as f:
+        json.dump({"device": dev, "peak_copy_gbps": peak_gbps, "tqai": ours,
+                   "torch": {f"{k[0]}x{k[1]}/{k[2]}": v for k, v in base.items()},
+                   "rows": rows}, f, indent=1)
+
+    def fmt(x, spec):
+        return format(x, spec) if x is not None else "n/a"
+    print()
+    print(f"decode attention, {a.heads} query heads / {a.kv_heads} KV heads, d={a.dim}; "
+          f"peak copy {peak_gbps:.0f} GB/s; SDPA flash GQA via {rows[0]['sdpa_gqa'] if rows else '?'}")
+    print(f"{'codes':7} {'batch':>5} {'context':>7} {'tqai us':>9} {'fp16 us':>9} {'bf16 us':>9} "
+          f"{'x fp16':>7} {'x bf16':>7} {'tqai GB/s':>9} {'% peak':>6} {'fp16 GB/s':>9}")
+    for r in rows:
+        print(f"{r['bits']:7} {r['batch']:5d} {r['context']:7d} {r['tqai_us']:9.1f} "
+              f"{fmt(r['fp16_us'], '9.1f')} {fmt(r['bf16_us'], '9.1f')} "
+              f"{fmt(r['speedup_fp16'], '7.2f')} {fmt(r['speedup_bf16'], '7.2f')} "
+              f"{r['tqai_gbps']:9.0f} {100 * r['tqai_peak_frac']:6.1f} {fmt(r['fp16_gbps'], '9.0f')}")
+    if not all(r["finite"] for r in rows):
+        print("WARNING: some tqai outputs were not finite", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
