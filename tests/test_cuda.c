@@ -16,6 +16,21 @@
 #include "test.h"
 #include "tqai.h"
 
+/* Host-side facts the device layout relies on (checked with or without a
+ * GPU): a record is the fp16 norm then tq_packed_size code bytes, and for the
+ * attention shapes the code bytes split evenly into the per-lane runs the
+ * decode kernel loads (d/4 coordinates of a key, d/8 of a value). */
+static void test_layout_assumptions(void) {
+  for (uint32_t d = 64; d <= 128; d += 64)
+    for (uint32_t b = 2; b <= 4; b++) {
+      CHECK(tq_packed_size(d, b) == (size_t)d * b / 8);
+      CHECK(tq_record_size(d, b, TQ_NORM_F16) == 2 + (size_t)d * b / 8);
+      CHECK((d / 4) * b % 8 == 0 && (d / 8) * b % 8 == 0);
+    }
+  /* 16 tokens of codes fill whole 32-byte sectors. */
+  CHECK(tq_packed_size(128, 4) * 16 % 32 == 0 && tq_packed_size(128, 2) * 16 % 32 == 0);
+}
+
 #ifdef TQ_HAVE_CUDA
 #include "tqai_cuda.h"
 
@@ -425,6 +440,7 @@ static void test_arguments(void) {
 #endif /* TQ_HAVE_CUDA */
 
 int main(void) {
+  TQ_RUN(test_layout_assumptions);
 #ifndef TQ_HAVE_CUDA
   printf("test_cuda: skipped: built without CUDA\n");
 #else
