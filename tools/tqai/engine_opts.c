@@ -5,7 +5,9 @@
 #include <stdio.h>
 #include <string.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 void engine_opts_default(engine_opts *o, uint32_t n_ctx) {
   memset(o, 0, sizeof *o);
@@ -56,7 +58,8 @@ int engine_opts_parse(args_parser *p, engine_opts *o) {
 void engine_opts_usage(FILE *out, uint32_t n_ctx) {
   fprintf(out,
           "Model:\n"
-          "  -m, --model FILE      GGUF model file\n"
+          "  -m, --model FILE      GGUF model file (default: $TQAI_MODEL, else the shipped\n"
+          "                        model " TQAI_DEFAULT_MODEL ")\n"
           "  --ctx N               context length in tokens (default %u)\n"
           "  -t, --threads N       threads, 0 = one per CPU (default 0)\n"
           "\n"
@@ -131,12 +134,47 @@ void engine_cache_name(const tq_cache_params *p, char *buf, size_t size) {
   if (p->window_tokens && used < size) snprintf(buf + used, size - used, " +window%u", p->window_tokens);
 }
 
+/* The directory of the running executable (from /proc/self/exe) into dir;
+ * returns 0, or -1 when it cannot be read. */
+static int exe_dir(char *dir, size_t size) {
+  ssize_t n = readlink("/proc/self/exe", dir, size - 1);
+  if (n <= 0 || (size_t)n >= size - 1) return -1;
+  dir[n] = '\0';
+  char *slash = strrchr(dir, '/');
+  if (!slash) return -1;
+  *slash = '\0';
+  return 0;
+}
+
+static int is_file(const char *path) {
+  struct stat sb;
+  return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+const char *engine_default_model(char *buf, size_t size) {
+  const char *env = getenv("TQAI_MODEL");
+  if (env && env[0]) return env;
+  char dir[4096];
+  if (exe_dir(dir, sizeof dir) != 0) return NULL;
+  /* In the source tree (build/tqai), then installed (PREFIX/bin/tqai). */
+  static const char *const rel[] = {"/../models/" TQAI_DEFAULT_MODEL, "/../share/tqai/" TQAI_DEFAULT_MODEL};
+  for (size_t i = 0; i < sizeof rel / sizeof rel[0]; i++) {
+    int n = snprintf(buf, size, "%s%s", dir, rel[i]);
+    if (n > 0 && (size_t)n < size && is_file(buf)) return buf;
+  }
+  return NULL;
+}
+
 int engine_load(const char *prog, const engine_opts *o, tq_model **model, tq_pool **pool) {
   *model = NULL;
   *pool = NULL;
-  if (!o->model) return args_usage_error(prog, "no model given: use -m FILE");
-  tq_status st = tq_model_load(o->model, model);
-  if (st != TQ_OK) return cli_error(prog, "cannot load %s: %s", o->model, tq_engine_last_error());
+  char buf[4200];
+  const char *path = o->model ? o->model : engine_default_model(buf, sizeof buf);
+  if (!path)
+    return args_usage_error(prog, "no model given and the default model (models/" TQAI_DEFAULT_MODEL
+                                  ") was not found: use -m FILE or set TQAI_MODEL");
+  tq_status st = tq_model_load(path, model);
+  if (st != TQ_OK) return cli_error(prog, "cannot load %s: %s", path, tq_engine_last_error());
   st = tq_pool_create(o->threads, pool);
   if (st != TQ_OK) {
     tq_model_free(*model);

@@ -44,7 +44,15 @@ int engine_cache_params(const char *prog, const engine_opts *o, const tq_model_i
 /* A short name of the cache configuration: "fp16", "K4/V2", "K3.5/V2 +center". */
 void engine_cache_name(const tq_cache_params *p, char *buf, size_t size);
 
-/* Loads the model and starts the thread pool. Returns 0 or prints the error
+/* The file name of the model the project ships, used when no -m is given. */
+#define TQAI_DEFAULT_MODEL "tqai-tiny.gguf"
+
+/* The default model's path: $TQAI_MODEL if set, else the shipped model next
+ * to the executable (../models/ in the source tree, ../share/tqai/ when
+ * installed), written into buf. Returns the path (env or buf), or NULL. */
+const char *engine_default_model(char *buf, size_t size);
+
+/* Loads the model (o->model, or the default model) and starts the thread pool. Returns 0 or prints the error
  * and returns TQ_CLI_FAIL (or TQ_CLI_USAGE when no model was given). */
 int engine_load(const char *prog, const engine_opts *o, tq_model **model, tq_pool **pool);
 
