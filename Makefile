@@ -139,6 +139,8 @@ install: lib tool
 	ln -sf libtqai.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
 	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libtqai.so
 	install -m 755 $(BUILD)/tqai $(DESTDIR)$(BINDIR)/
+	install -d $(DESTDIR)$(PREFIX)/share/tqai
+	install -m 644 models/tqai-tiny.gguf $(DESTDIR)$(PREFIX)/share/tqai/
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
 	    -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' -e 's|@VERSION@|$(VERSION)|' \
 	    tqai.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/tqai.pc
@@ -147,7 +149,8 @@ uninstall:
 	rm -f $(DESTDIR)$(INCLUDEDIR)/tqai.h $(DESTDIR)$(INCLUDEDIR)/tqai_engine.h \
 	      $(DESTDIR)$(LIBDIR)/libtqai.a $(DESTDIR)$(LIBDIR)/libtqai_engine.a \
 	      $(DESTDIR)$(LIBDIR)/libtqai.so* $(DESTDIR)$(LIBDIR)/pkgconfig/tqai.pc \
-	      $(DESTDIR)$(BINDIR)/tqai
+	      $(DESTDIR)$(BINDIR)/tqai $(DESTDIR)$(PREFIX)/share/tqai/tqai-tiny.gguf
+	-rmdir $(DESTDIR)$(PREFIX)/share/tqai 2>/dev/null
 
 clean:
 	rm -rf build build-san
