@@ -199,9 +199,21 @@ if [ -f "$model" ]; then
   check "perplexity JSON has ppl and kld" sh -c "command -v python3 >/dev/null || exit 0; python3 -c 'import json,sys; d=json.load(sys.stdin); assert d[\"ppl\"] > 1 and d[\"kld_mean\"] >= 0' <\"$out\""
   expect_ok "perplexity, fp16 against itself" perplexity -m "$model" -f "$out.txt" -c 32 --bits-k 16 --bits-v 16 --kl-divergence --json --quiet
   check "fp16 against itself: KL divergence exactly 0" grep -q '"kld_mean": 0[,}]' "$out"
+  expect_ok "perplexity --kl-divergence, kept for --kl-base" perplexity -m "$model" -f "$out.txt" -c 32 --kl-divergence --json --quiet
+  cp "$out" "$out.side"
+  expect_ok "perplexity --kl-base-out (fp16 cache)" perplexity -m "$model" -f "$out.txt" -c 32 --bits-k 16 --bits-v 16 --kl-base-out "$out.base" --json --quiet
+  expect_ok "perplexity --kl-base --kv-bytes-at 32" perplexity -m "$model" -f "$out.txt" -c 32 --kl-base "$out.base" --kv-bytes-at 32 --json --quiet
+  check "--kl-base gives the KLD of running fp16 beside; --kv-bytes-at 32 counts what the run held" sh -c "command -v python3 >/dev/null || exit 0; python3 -c 'import json,sys; a=json.load(open(sys.argv[1])); b=json.load(open(sys.argv[2])); assert abs(a[\"kld_mean\"]-b[\"kld_mean\"]) <= 1e-5*a[\"kld_mean\"]+1e-9 and a[\"top1_agreement\"]==b[\"top1_agreement\"] and b[\"kv_bytes_at\"][\"32\"]==b[\"kv_bytes\"]' \"$out.side\" \"$out\""
+  expect_fail "perplexity --kl-base saved with another -c" 1 perplexity -m "$model" -f "$out.txt" -c 16 --kl-base "$out.base"
+  expect_fail "perplexity --kl-base with --kl-divergence" 2 perplexity -m "$model" -f "$out.txt" -c 32 --kl-base "$out.base" --kl-divergence
+  rm -f "$out.side" "$out.base"
   rm -f "$out.txt"
   expect_fail "run without a prompt" 2 run -m "$model"
-  expect_fail "run without a model" 2 run hello
+  # Without -m the tool takes $TQAI_MODEL, else the shipped model.
+  TQAI_MODEL=tests/data/models/nonexistent.gguf
+  export TQAI_MODEL
+  expect_fail "run without -m, TQAI_MODEL naming a missing file" 1 run hello
+  unset TQAI_MODEL
   expect_fail "run with a missing model file" 1 run -m tests/data/models/nonexistent.gguf hello
   expect_fail "run with a tokenizer-only file" 1 run -m tests/data/tokenizer/spm.gguf hello
   expect_fail "--bits-k 16 with --bits-v 2" 2 run -m "$model" --bits-k 16 --bits-v 2 hello

@@ -4,6 +4,20 @@
  * error; with --kl-divergence, the fp16 cache and the compressed cache run
  * side by side on the same windows and their next-token distributions are
  * compared (mean KL divergence, its 99th percentile, top-1 agreement).
+ *
+ * The method is llama.cpp's perplexity tool's, so that the two can be compared
+ * on the same tokens: the whole text is tokenized once (with a leading BOS when
+ * the vocabulary adds one), cut into windows of ctx tokens, the first token of
+ * every window is replaced by BOS (when the vocabulary adds one), and the
+ * logits at positions ctx/2 .. ctx-2 are scored (ctx/2 - 1 tokens a window).
+ * The 99th percentile interpolates between neighbours as llama.cpp's does.
+ *
+ * --kl-base-out saves a run's log-probabilities so that later runs compare
+ * against them (--kl-base) without running the baseline again. File layout,
+ * little-endian:
+ *   "TQAIKLB1", u32 ctx, u32 n_vocab, u32 n_windows,
+ *   i32 tokens[n_windows][ctx]        (as tokenized, before any BOS swap)
+ *   f32 logprob[n_windows][ctx/2 - 1][n_vocab]   (the scored positions)
  */
 #include <math.h>
 #include <stdlib.h>
@@ -31,6 +45,13 @@ void cmd_perplexity_usage(FILE *out) {
           "  -c N                  same as --ctx: window length (default 512)\n"
           "  --chunks N            at most N windows (default: all)\n"
           "  --kl-divergence       compare against the fp16 cache\n"
+          "  --kl-base-out FILE    save this run's log-probabilities (fp16 cache: a\n"
+          "                        baseline for --kl-base; large: n_vocab floats per\n"
+          "                        scored token)\n"
+          "  --kl-base FILE        compare against a saved baseline instead of running\n"
+          "                        the fp16 cache beside (same text, -c, --chunks)\n"
+          "  --kv-bytes-at N       also count the bytes of this cache holding N tokens\n"
+          "                        (filled with random vectors; up to 4 times)\n"
           "  --json                one JSON object instead of text\n"
           "  --quiet               no progress on stderr\n"
           "\n");
@@ -84,9 +105,80 @@ static uint32_t argmax(const float *x, uint32_t n) {
   return b;
 }
 
+static uint32_t argmax_d(const double *x, uint32_t n) {
+  uint32_t b = 0;
+  for (uint32_t i = 1; i < n; i++)
+    if (x[i] > x[b]) b = i;
+  return b;
+}
+
 static int cmp_double(const void *a, const void *b) {
   double x = *(const double *)a, y = *(const double *)b;
   return (x > y) - (x < y);
+}
+
+/* The p-quantile of sorted v[0..n-1], interpolating between neighbours. */
+static double quantile(const double *v, size_t n, double p) {
+  double at = p * (double)(n - 1);
+  size_t i = (size_t)at;
+  if (i + 1 >= n) return v[n - 1];
+  return v[i] + (at - (double)i) * (v[i + 1] - v[i]);
+}
+
+static const char KLB_MAGIC[8] = {'T', 'Q', 'A', 'I', 'K', 'L', 'B', '1'};
+
+/* Writes the header and tokens of a baseline file; returns 0 on success. */
+static int klb_write_header(FILE *f, uint32_t ctx, uint32_t V, uint32_t n_chunks, const int32_t *ids) {
+  uint32_t h[3] = {ctx, V, n_chunks};
+  return fwrite(KLB_MAGIC, 1, 8, f) != 8 || fwrite(h, sizeof h, 1, f) != 1 ||
+         fwrite(ids, sizeof *ids, (size_t)n_chunks * ctx, f) != (size_t)n_chunks * ctx;
+}
+
+/* Reads a baseline file's header and checks it against this run; returns NULL
+ * on success or what is wrong. */
+static const char *klb_check_header(FILE *f, uint32_t ctx, uint32_t V, uint32_t n_chunks, const int32_t *ids) {
+  char magic[8];
+  uint32_t h[3];
+  if (fread(magic, 1, 8, f) != 8 || memcmp(magic, KLB_MAGIC, 8) || fread(h, sizeof h, 1, f) != 1)
+    return "not a baseline file";
+  if (h[0] != ctx) return "saved with another -c";
+  if (h[1] != V) return "saved with another vocabulary";
+  if (h[2] != n_chunks) return "saved with another number of windows";
+  int32_t t;
+  for (size_t i = 0; i < (size_t)n_chunks * ctx; i++)
+    if (fread(&t, sizeof t, 1, f) != 1 || t != ids[i]) return "saved from other tokens";
+  return NULL;
+}
+
+/* Bytes a cache with parameters p holds once it stores n tokens in every
+ * layer: the count of tq_cache_bytes(), filled with seeded random vectors
+ * (how many bytes a cache holds depends on its parameters and token count,
+ * not on the values). Returns 0 if the cache cannot be made or filled. */
+static size_t cache_bytes_at(tq_cache_params p, uint32_t n) {
+  p.max_tokens = n;
+  tq_cache *c = NULL;
+  if (tq_cache_create(&p, &c) != TQ_OK) return 0;
+  enum { STEP = 64 };
+  size_t row = (size_t)p.n_kv_heads * p.head_dim; /* floats per token */
+  float *k = malloc(STEP * row * sizeof *k), *v = malloc(STEP * row * sizeof *v);
+  uint64_t x = 0x9e3779b97f4a7c15u;
+  tq_status st = k && v ? TQ_OK : TQ_ERR_OUT_OF_MEMORY;
+  for (uint32_t l = 0; l < p.n_layers && st == TQ_OK; l++) {
+    for (uint32_t at = 0; at < n && st == TQ_OK; at += STEP) {
+      uint32_t len = n - at < STEP ? n - at : STEP;
+      for (size_t i = 0; i < 2 * (size_t)len * row; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17; /* xorshift64: uniform in [-1, 1) */
+        float u = (float)((double)(x >> 11) / 4503599627370496.0 - 1.0);
+        if (i < (size_t)len * row) k[i] = u;
+        else v[i - (size_t)len * row] = u;
+      }
+      st = tq_cache_append(c, l, k, v, len);
+    }
+  }
+  size_t bytes = st == TQ_OK ? tq_cache_bytes(c) : 0;
+  free(k), free(v);
+  tq_cache_free(c);
+  return bytes;
 }
 
 typedef struct stats {
@@ -103,6 +195,8 @@ int cmd_perplexity_run(int argc, char **argv) {
   const char *file = NULL;
   uint32_t max_chunks = 0;
   int kld = 0, json = 0, quiet = 0;
+  const char *base_in = NULL, *base_out = NULL;
+  uint32_t at_tokens[4], n_at = 0;
   args_parser p;
   args_init(&p, PROG, argc, argv);
   while (args_next(&p)) {
@@ -119,6 +213,16 @@ int cmd_perplexity_run(int argc, char **argv) {
       args_u32(&p, 1, 1u << 30, &max_chunks);
     } else if (args_flag(&p, "--kl-divergence")) {
       kld = 1;
+    } else if (args_option(&p, "--kl-base")) {
+      base_in = p.value;
+    } else if (args_option(&p, "--kl-base-out")) {
+      base_out = p.value;
+    } else if (args_option(&p, "--kv-bytes-at")) {
+      if (n_at == 4) {
+        args_usage_error(PROG, "--kv-bytes-at is accepted at most 4 times");
+        return TQ_CLI_USAGE;
+      }
+      args_u32(&p, 1, 1u << 24, &at_tokens[n_at++]);
     } else if (args_flag(&p, "--json")) {
       json = 1;
     } else if (args_flag(&p, "--quiet")) {
@@ -129,6 +233,9 @@ int cmd_perplexity_run(int argc, char **argv) {
     if (p.failed) return TQ_CLI_USAGE;
   }
   if (!file) return args_usage_error(PROG, "no text given: use -f FILE");
+  if (base_in && (kld || base_out))
+    return args_usage_error(PROG, "--kl-base goes with neither --kl-divergence nor --kl-base-out");
+  if (base_in) kld = 1;
   size_t text_len;
   char *text = read_file(file, &text_len);
   if (!text) return cli_error(PROG, "cannot read %s", file);
@@ -145,7 +252,8 @@ int cmd_perplexity_run(int argc, char **argv) {
   tq_cache_params cp, base;
   tq_session *s = NULL, *sb = NULL;
   int32_t *ids = NULL;
-  float *lg = NULL, *lgb = NULL;
+  float *lg = NULL, *lgb = NULL, *frow = NULL;
+  FILE *fin = NULL, *fout = NULL;
   double *lp = NULL, *lpb = NULL;
   stats S;
   memset(&S, 0, sizeof S);
@@ -153,9 +261,10 @@ int cmd_perplexity_run(int argc, char **argv) {
   base = cp;
   base.mode = TQ_CACHE_F16;
   size_t n_tok = 0;
-  tq_tokenize(tok, text, text_len, 0, 0, NULL, 0, &n_tok);
+  int adds_bos = tq_tokenizer_adds_bos(tok);
+  tq_tokenize(tok, text, text_len, adds_bos, 0, NULL, 0, &n_tok);
   ids = malloc((n_tok ? n_tok : 1) * sizeof *ids);
-  if (!ids || tq_tokenize(tok, text, text_len, 0, 0, ids, n_tok, &n_tok) != TQ_OK) {
+  if (!ids || tq_tokenize(tok, text, text_len, adds_bos, 0, ids, n_tok, &n_tok) != TQ_OK) {
     rc = cli_error(PROG, "cannot tokenize %s", file);
     goto done;
   }
@@ -165,14 +274,28 @@ int cmd_perplexity_run(int argc, char **argv) {
     rc = cli_error(PROG, "%s has %zu tokens, fewer than one window of %u", file, n_tok, ctx);
     goto done;
   }
+  if (base_in) {
+    const char *why = NULL;
+    if (!(fin = fopen(base_in, "rb"))) why = "cannot open it";
+    else why = klb_check_header(fin, ctx, V, n_chunks, ids);
+    if (why) {
+      rc = cli_error(PROG, "%s: %s", base_in, why);
+      goto done;
+    }
+  }
+  if (base_out && (!(fout = fopen(base_out, "wb")) || klb_write_header(fout, ctx, V, n_chunks, ids))) {
+    rc = cli_error(PROG, "cannot write %s", base_out);
+    goto done;
+  }
   tq_status st = tq_session_create(model, &cp, ctx, pool, &s);
-  if (st == TQ_OK && kld) st = tq_session_create(model, &base, ctx, pool, &sb);
+  if (st == TQ_OK && kld && !base_in) st = tq_session_create(model, &base, ctx, pool, &sb);
   lg = malloc((size_t)PIECE * V * sizeof *lg);
-  lgb = kld ? malloc((size_t)PIECE * V * sizeof *lgb) : NULL;
+  lgb = sb ? malloc((size_t)PIECE * V * sizeof *lgb) : NULL;
+  frow = base_in || base_out ? malloc((size_t)V * sizeof *frow) : NULL;
   lp = malloc((size_t)V * sizeof *lp);
   lpb = malloc((size_t)V * sizeof *lpb);
   S.kls = kld ? malloc((size_t)n_chunks * ctx * sizeof *S.kls) : NULL;
-  if (st != TQ_OK || !lg || !lp || !lpb || (kld && (!lgb || !S.kls))) {
+  if (st != TQ_OK || !lg || !lp || !lpb || (sb && !lgb) || ((base_in || base_out) && !frow) || (kld && !S.kls)) {
     rc = cli_error(PROG, "cannot start: %s", st != TQ_OK ? tq_engine_last_error() : "out of memory");
     goto done;
   }
@@ -188,8 +311,11 @@ int cmd_perplexity_run(int argc, char **argv) {
     if (sb) tq_session_truncate(sb, 0);
     for (uint32_t at = 0; at < ctx && st == TQ_OK; at += PIECE) {
       uint32_t len = ctx - at < PIECE ? ctx - at : PIECE;
-      st = tq_session_eval(s, w + at, len, lg, 1);
-      if (st == TQ_OK && sb) st = tq_session_eval(sb, w + at, len, lgb, 1);
+      /* A piece before the scored half needs no logits (the output layer is
+         a fifth of this model's work). */
+      int scored = at + len > first;
+      st = tq_session_eval(s, w + at, len, scored ? lg : NULL, 1);
+      if (st == TQ_OK && sb) st = tq_session_eval(sb, w + at, len, scored ? lgb : NULL, 1);
       if (st != TQ_OK) break;
       /* Position j's logits predict token j + 1; score j in [first, ctx - 1). */
       for (uint32_t j = at; j < at + len; j++) {
@@ -198,16 +324,30 @@ int cmd_perplexity_run(int argc, char **argv) {
         log_softmax(row, V, lp);
         double nll = -lp[w[j + 1]];
         S.nll += nll, S.nll2 += nll * nll;
-        if (sb) {
-          const float *rb = lgb + (size_t)(j - at) * V;
-          log_softmax(rb, V, lpb);
+        if (fout) {
+          for (uint32_t i = 0; i < V; i++) frow[i] = (float)lp[i];
+          if (fwrite(frow, sizeof *frow, V, fout) != V) {
+            rc = cli_error(PROG, "cannot write %s", base_out);
+            goto done;
+          }
+        }
+        if (kld) {
+          if (sb) {
+            log_softmax(lgb + (size_t)(j - at) * V, V, lpb);
+          } else {
+            if (fread(frow, sizeof *frow, V, fin) != V) {
+              rc = cli_error(PROG, "%s: file ends early", base_in);
+              goto done;
+            }
+            for (uint32_t i = 0; i < V; i++) lpb[i] = frow[i];
+          }
           double bn = -lpb[w[j + 1]], kl = 0.0;
           S.bnll += bn, S.bnll2 += bn * bn;
           for (uint32_t i = 0; i < V; i++) kl += exp(lpb[i]) * (lpb[i] - lp[i]);
           if (kl < 0) kl = 0; /* rounding */
           S.kl += kl, S.kl2 += kl * kl;
           S.kls[S.n] = kl;
-          S.top1 += argmax(row, V) == argmax(rb, V);
+          S.top1 += argmax(row, V) == argmax_d(lpb, V);
         }
         S.n++;
       }
@@ -228,6 +368,21 @@ int cmd_perplexity_run(int argc, char **argv) {
     }
   }
   if (!quiet) fprintf(stderr, "\n");
+  if (fout) {
+    int bad = fclose(fout);
+    fout = NULL;
+    if (bad) {
+      rc = cli_error(PROG, "cannot write %s", base_out);
+      goto done;
+    }
+  }
+  size_t at_bytes[4];
+  for (uint32_t i = 0; i < n_at; i++) {
+    if (!(at_bytes[i] = cache_bytes_at(cp, at_tokens[i]))) {
+      rc = cli_error(PROG, "cannot fill a cache with %u tokens", at_tokens[i]);
+      goto done;
+    }
+  }
   double n = (double)S.n;
   double mean = S.nll / n, var = S.nll2 / n - mean * mean;
   double ppl = exp(mean), ppl_err = ppl * sqrt(var > 0 ? var / (n - 1 > 0 ? n - 1 : 1) : 0);
@@ -239,7 +394,7 @@ int cmd_perplexity_run(int argc, char **argv) {
     double kv = S.kl2 / n - kl_mean * kl_mean;
     kl_err = sqrt(kv > 0 ? kv / (n - 1 > 0 ? n - 1 : 1) : 0);
     qsort(S.kls, S.n, sizeof *S.kls, cmp_double);
-    kl_p99 = S.kls[(size_t)floor(0.99 * (S.n - 1))];
+    kl_p99 = quantile(S.kls, S.n, 0.99);
     double bm = S.bnll / n, bv = S.bnll2 / n - bm * bm;
     bppl = exp(bm);
     bppl_err = bppl * sqrt(bv > 0 ? bv / (n - 1 > 0 ? n - 1 : 1) : 0);
@@ -248,9 +403,16 @@ int cmd_perplexity_run(int argc, char **argv) {
   if (json) {
     printf("{\"file\": ");
     cli_json_string(stdout, file);
-    printf(", \"ctx\": %u, \"windows\": %u, \"scored_tokens\": %zu, \"cache\": ", ctx, n_chunks, S.n);
+    printf(", \"text_tokens\": %zu, \"ctx\": %u, \"windows\": %u, \"scored_tokens\": %zu, \"cache\": ", n_tok,
+           ctx, n_chunks, S.n);
     cli_json_string(stdout, name);
-    printf(", \"kv_bytes\": %zu, \"ppl\": ", kv_bytes);
+    printf(", \"kv_bytes\": %zu", kv_bytes);
+    if (n_at) {
+      printf(", \"kv_bytes_at\": {");
+      for (uint32_t i = 0; i < n_at; i++) printf("%s\"%u\": %zu", i ? ", " : "", at_tokens[i], at_bytes[i]);
+      printf("}");
+    }
+    printf(", \"ppl\": ");
     cli_json_double(stdout, ppl);
     printf(", \"ppl_err\": ");
     cli_json_double(stdout, ppl_err);
@@ -259,7 +421,8 @@ int cmd_perplexity_run(int argc, char **argv) {
       cli_json_double(stdout, bppl);
       printf(", \"baseline_ppl_err\": ");
       cli_json_double(stdout, bppl_err);
-      printf(", \"baseline_kv_bytes\": %zu, \"kld_mean\": ", kv_bytes_base);
+      if (sb) printf(", \"baseline_kv_bytes\": %zu", kv_bytes_base);
+      printf(", \"kld_mean\": ");
       cli_json_double(stdout, kl_mean);
       printf(", \"kld_err\": ");
       cli_json_double(stdout, kl_err);
@@ -270,11 +433,14 @@ int cmd_perplexity_run(int argc, char **argv) {
     }
     printf("}\n");
   } else {
-    printf("windows %u x %u tokens, %zu scored, cache %s (%.1f KiB)\n", n_chunks, ctx, S.n, name,
-           kv_bytes / 1024.0);
+    printf("text %zu tokens; windows %u x %u tokens, %zu scored, cache %s (%.1f KiB)\n", n_tok, n_chunks, ctx,
+           S.n, name, kv_bytes / 1024.0);
+    for (uint32_t i = 0; i < n_at; i++)
+      printf("cache holding %u tokens: %zu bytes (%.1f KiB)\n", at_tokens[i], at_bytes[i], at_bytes[i] / 1024.0);
     printf("perplexity: %.4f +/- %.4f\n", ppl, ppl_err);
     if (kld) {
-      printf("fp16 cache perplexity: %.4f +/- %.4f (%.1f KiB)\n", bppl, bppl_err, kv_bytes_base / 1024.0);
+      if (sb) printf("fp16 cache perplexity: %.4f +/- %.4f (%.1f KiB)\n", bppl, bppl_err, kv_bytes_base / 1024.0);
+      else printf("baseline perplexity (%s): %.4f +/- %.4f\n", base_in, bppl, bppl_err);
       printf("mean KL divergence: %.6f +/- %.6f, 99th percentile %.6f\n", kl_mean, kl_err, kl_p99);
       printf("top-1 agreement: %.2f%%\n", 100.0 * top1);
     }
@@ -283,7 +449,9 @@ int cmd_perplexity_run(int argc, char **argv) {
 done:
   free(text);
   free(ids);
-  free(lg), free(lgb), free(lp), free(lpb), free(S.kls);
+  free(lg), free(lgb), free(frow), free(lp), free(lpb), free(S.kls);
+  if (fin) fclose(fin);
+  if (fout) fclose(fout);
   tq_session_free(s);
   tq_session_free(sb);
   tq_pool_free(pool);
