@@ -60,6 +60,38 @@ def time_calls(torch, fn, n_bufs, iters):
     return statistics.median(s.elapsed_time(e) for s, e in zip(start, end))
 
 
+def time_graph(torch, fn, n_bufs, iters):
+    """Median milliseconds of one call, from CUDA-graph replays of a graph of
+    R calls (buffers in turn); None when capture fails."""
+    R = max(n_bufs, 8)
+    try:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for i in range(3):
+                fn(i % n_bufs)
+        torch.cuda.current_stream().wait_stream(side)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            for i in range(R):
+                fn(i % n_bufs)
+        g.replay()
+        torch.cuda.synchronize()
+        start = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
+        end = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
+        for i in range(iters):
+            start[i].record()
+            g.replay()
+            end[i].record()
+        torch.cuda.synchronize()
+        ms = statistics.median(s.elapsed_time(e) for s, e in zip(start, end)) / R
+        del g
+        return ms
+    except RuntimeError:
+        torch.cuda.synchronize()
+        return None
+
+
 def peak_copy(torch, iters):
     """Device-to-device copy of 4 GiB; bandwidth counts read + write bytes."""
     n = 4 << 30
@@ -90,6 +122,7 @@ def torch_sdpa(torch, a, batch, ctx, dtype):
             def call(i):
                 return F.scaled_dot_product_attention(qs[i], ks[i], vs[i], enable_gqa=True)
             ms = time_calls(torch, call, n_bufs, a.iters)
+            gms = time_graph(torch, call, n_bufs, max(10, a.iters // 2))
     except RuntimeError:
         # Flash without native GQA: the query heads of a group become extra
         # query rows of their KV head (batch, H, G, d), the same math and
@@ -101,10 +134,11 @@ def torch_sdpa(torch, a, batch, ctx, dtype):
             def call(i):
                 return F.scaled_dot_product_attention(qs[i], ks[i], vs[i])
             ms = time_calls(torch, call, n_bufs, a.iters)
+            gms = time_graph(torch, call, n_bufs, max(10, a.iters // 2))
     bytes_ = kv_bytes + 2 * batch * Hq * d * 2
     del qs, ks, vs
     torch.cuda.empty_cache()
-    return ms, bytes_, mode
+    return ms, gms, bytes_, mode
 
 
 def main():
@@ -120,8 +154,9 @@ def main():
         for ctx in [int(x) for x in a.contexts.split(",")]:
             for name, dt in (("fp16", torch.float16), ("bf16", torch.bfloat16)):
                 try:
-                    ms, b, mode = torch_sdpa(torch, a, batch, ctx, dt)
-                    base[(batch, ctx, name)] = {"ms": ms, "bytes": b, "gqa": mode}
+                    ms, gms, b, mode = torch_sdpa(torch, a, batch, ctx, dt)
+                    base[(batch, ctx, name)] = {"ms": ms, "graph_ms": gms, "bytes": b,
+                                                "gqa": mode}
                 except (RuntimeError, torch.cuda.OutOfMemoryError) as e:
                     base[(batch, ctx, name)] = {"ms": None, "error": str(e).splitlines()[0]}
                     torch.cuda.empty_cache()
@@ -130,17 +165,27 @@ def main():
         key = (r["batch"], r["context"])
         f16 = base.get(key + ("fp16",), {})
         b16 = base.get(key + ("bf16",), {})
-        ms = r["median_us"] / 1e3
+        us = r.get("stream_us") or r["median_us"]  # queued, as SDPA is timed
+        ms = us / 1e3
         rows.append({
             "bits": f"K{r['kbits']}/V{r['vbits']}", "batch": r["batch"], "context": r["context"],
-            "tqai_us": r["median_us"], "fp16_us": f16["ms"] * 1e3 if f16.get("ms") else None,
+            "tqai_us": us, "tqai_sync_us": r["median_us"], "fp16_us": f16["ms"] * 1e3 if f16.get("ms") else None,
             "bf16_us": b16["ms"] * 1e3 if b16.get("ms") else None,
             "speedup_fp16": f16["ms"] / ms if f16.get("ms") else None,
             "speedup_bf16": b16["ms"] / ms if b16.get("ms") else None,
-            "tqai_gbps": r["gbps"], "tqai_peak_frac": r["gbps"] / peak_gbps,
+            "tqai_gbps": r["bytes"] / (ms * 1e-3) / 1e9,
+            "tqai_peak_frac": r["bytes"] / (ms * 1e-3) / 1e9 / peak_gbps,
             "fp16_gbps": f16["bytes"] / (f16["ms"] * 1e-3) / 1e9 if f16.get("ms") else None,
             "finite": r["finite"], "sdpa_gqa": f16.get("gqa"),
+            "tqai_stream_us": r.get("stream_us"), "tqai_graph_us": r.get("graph_us"),
+            "fp16_graph_us": f16["graph_ms"] * 1e3 if f16.get("graph_ms") else None,
         })
+        row = rows[-1]
+        g_us, f_us = row["tqai_graph_us"], row["fp16_graph_us"]
+        ok = g_us is not None and g_us > 0 and f_us is not None
+        row["graph_speedup_fp16"] = f_us / g_us if ok else None
+        row["graph_gbps"] = r["bytes"] / (g_us * 1e-6) / 1e9 if ok else None
+        row["graph_peak_frac"] = row["graph_gbps"] / peak_gbps if ok else None
     with open(os.path.join(a.out, "bench_cuda.json"), "w") as f:
         json.dump({"device": dev, "peak_copy_gbps": peak_gbps, "tqai": ours,
                    "torch": {f"{k[0]}x{k[1]}/{k[2]}": v for k, v in base.items()},
@@ -149,6 +194,7 @@ def main():
     def fmt(x, spec):
         return format(x, spec) if x is not None else "n/a"
     print()
+    print("Per call, CUDA events, calls queued back to back (both):")
     print(f"decode attention, {a.heads} query heads / {a.kv_heads} KV heads, d={a.dim}; "
           f"peak copy {peak_gbps:.0f} GB/s; SDPA flash GQA via {rows[0]['sdpa_gqa'] if rows else '?'}")
     print(f"{'codes':7} {'batch':>5} {'context':>7} {'tqai us':>9} {'fp16 us':>9} {'bf16 us':>9} "
@@ -158,6 +204,15 @@ def main():
               f"{fmt(r['fp16_us'], '9.1f')} {fmt(r['bf16_us'], '9.1f')} "
               f"{fmt(r['speedup_fp16'], '7.2f')} {fmt(r['speedup_bf16'], '7.2f')} "
               f"{r['tqai_gbps']:9.0f} {100 * r['tqai_peak_frac']:6.1f} {fmt(r['fp16_gbps'], '9.0f')}")
+    print()
+    print("CUDA-graph replays (no launch gaps; the same for both):")
+    print(f"{'codes':7} {'batch':>5} {'context':>7} {'tqai us':>9} {'fp16 us':>9} {'x fp16':>7} "
+          f"{'tqai GB/s':>9} {'% peak':>6}")
+    for r in rows:
+        print(f"{r['bits']:7} {r['batch']:5d} {r['context']:7d} {fmt(r['tqai_graph_us'], '9.1f')} "
+              f"{fmt(r['fp16_graph_us'], '9.1f')} {fmt(r['graph_speedup_fp16'], '7.2f')} "
+              f"{fmt(r['graph_gbps'], '9.0f')} "
+              f"{fmt(100 * r['graph_peak_frac'] if r['graph_peak_frac'] else None, '6.1f')}")
     if not all(r["finite"] for r in rows):
         print("WARNING: some tqai outputs were not finite", file=sys.stderr)
         return 1

@@ -9,8 +9,11 @@
  *
  * Each configuration holds enough layers (copies of the cache) that the
  * layers timed in turn do not fit the GPU's L2 cache together; each call is
- * timed with CUDA events; the median is reported with the bytes the call
- * reads and writes (tq_cuda_cache_decode_bytes) and the bandwidth they give.
+ * timed with CUDA events three ways: synchronized after each call
+ * (median_us), queued back to back (stream_us), and as CUDA-graph replays of
+ * one call per layer (graph_us, the replay's time over its calls); medians
+ * are reported with the bytes the call reads and writes
+ * (tq_cuda_cache_decode_bytes) and the bandwidth they give.
  */
 #include <cuda_runtime.h>
 #include <stdint.h>
@@ -117,7 +120,56 @@ static void run_config(uint32_t batch, uint32_t T, uint32_t kb, uint32_t vb, uin
   for (int i = 0; i < 5; i++)
     TQ(tq_cuda_cache_attention_decode(cache, (uint32_t)i % layers, (const float *)dq, Hq, scale,
                                       (float *)dout));
+  /* Stream timing: every call between two events, all queued before one
+   * synchronization (the GPU runs behind the CPU, as in a model's decode). */
   float *ms = (float *)malloc((size_t)iters * sizeof *ms);
+  cudaEvent_t *ev = (cudaEvent_t *)malloc((size_t)(2 * iters) * sizeof *ev);
+  for (int i = 0; i < 2 * iters; i++) CK(cudaEventCreate(&ev[i]));
+  for (int i = 0; i < iters; i++) {
+    CK(cudaEventRecord(ev[2 * i], st));
+    TQ(tq_cuda_cache_attention_decode(cache, (uint32_t)i % layers, (const float *)dq, Hq, scale,
+                                      (float *)dout));
+    CK(cudaEventRecord(ev[2 * i + 1], st));
+  }
+  CK(cudaStreamSynchronize(st));
+  for (int i = 0; i < iters; i++) CK(cudaEventElapsedTime(&ms[i], ev[2 * i], ev[2 * i + 1]));
+  qsort(ms, (size_t)iters, sizeof *ms, cmp_float);
+  float stream_med = ms[iters / 2];
+  /* Graph timing: one graph of R calls (the layers in turn), replayed; the
+   * time of a replay over R is the time of a call without launch gaps. */
+  uint32_t R = layers < 8 ? 8 : layers;
+  float graph_med = -1.0f;
+  cudaGraph_t graph = NULL;
+  cudaGraphExec_t exec = NULL;
+  if (cudaStreamBeginCapture(st, cudaStreamCaptureModeRelaxed) == cudaSuccess) {
+    int ok = 1;
+    for (uint32_t i = 0; i < R && ok; i++)
+      ok = tq_cuda_cache_attention_decode(cache, i % layers, (const float *)dq, Hq, scale,
+                                          (float *)dout) == TQ_OK;
+    if (cudaStreamEndCapture(st, &graph) == cudaSuccess && ok &&
+        cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess) {
+      CK(cudaGraphLaunch(exec, st));
+      for (int i = 0; i < iters; i++) {
+        CK(cudaEventRecord(ev[2 * i], st));
+        CK(cudaGraphLaunch(exec, st));
+        CK(cudaEventRecord(ev[2 * i + 1], st));
+      }
+      CK(cudaStreamSynchronize(st));
+      for (int i = 0; i < iters; i++) {
+        CK(cudaEventElapsedTime(&ms[i], ev[2 * i], ev[2 * i + 1]));
+        ms[i] /= (float)R;
+      }
+      qsort(ms, (size_t)iters, sizeof *ms, cmp_float);
+      graph_med = ms[iters / 2];
+    }
+    (void)cudaGetLastError();
+  }
+  if (exec) cudaGraphExecDestroy(exec);
+  if (graph) cudaGraphDestroy(graph);
+  for (int i = 0; i < 2 * iters; i++) cudaEventDestroy(ev[i]);
+  free(ev);
+  /* The older per-call timing (synchronized after each call), for comparison
+   * with earlier runs. */
   for (int i = 0; i < iters; i++) {
     CK(cudaEventRecord(e0, st));
     TQ(tq_cuda_cache_attention_decode(cache, (uint32_t)i % layers, (const float *)dq, Hq, scale,
@@ -135,9 +187,11 @@ static void run_config(uint32_t batch, uint32_t T, uint32_t kb, uint32_t vb, uin
   size_t bytes = tq_cuda_cache_decode_bytes(cache, 0, Hq);
   printf("{\"impl\": \"tqai\", \"kbits\": %u, \"vbits\": %u, \"batch\": %u, \"context\": %u, "
          "\"q_heads\": %u, \"kv_heads\": %u, \"dim\": %u, \"layers_rotated\": %u, \"median_us\": %.3f, "
-         "\"min_us\": %.3f, \"bytes\": %zu, \"gbps\": %.1f, \"finite\": %s}\n",
-         kb, vb, batch, T, Hq, H, d, layers, med * 1e3, ms[0] * 1e3, bytes,
-         (double)bytes / (med * 1e-3) / 1e9, finite ? "true" : "false");
+         "\"min_us\": %.3f, \"stream_us\": %.3f, \"graph_us\": %.3f, \"bytes\": %zu, "
+         "\"gbps\": %.1f, \"graph_gbps\": %.1f, \"finite\": %s}\n",
+         kb, vb, batch, T, Hq, H, d, layers, med * 1e3, ms[0] * 1e3, stream_med * 1e3,
+         graph_med * 1e3, bytes, (double)bytes / (med * 1e-3) / 1e9,
+         graph_med > 0 ? (double)bytes / (graph_med * 1e-3) / 1e9 : 0.0, finite ? "true" : "false");
   fflush(stdout);
   free(ms);
   free(hq);

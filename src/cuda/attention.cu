@@ -1,45 +1,27 @@
 /*
  * attention.cu - attention on packed TurboQuant codes in the device cache.
  *
- * Decode (one query per sequence) runs three kernels:
- *   1. rotate_queries: qrot = P_k (q * scale) * log2(e), once per query head
- *      (scores then live in base 2, so the softmax uses exp2).
- *   2. decode_split: grid (split, KV head, sequence). Each block of four
- *      warps takes one token range (split-K, "flash-decoding"); each warp
- *      walks tiles of 16 tokens with an online softmax and tensor-core MMAs:
- *        scores  S (16 x 16 tokens) = Q (16 x d) * Kc^T, Kc the centroids of
- *                the key codes, decoded from the packed bytes straight into
- *                the B fragment through a shared table of centroid pairs;
- *        values  O (16 x d) += P (16 x 16 tokens) * Vc, P taken from S's
- *                accumulator registers, Vc decoded like Kc.
- *      The 16 MMA rows are 8 query heads x {high, low} fp16 halves of the
- *      query: the two halves' products are summed in fp32, so the scores
- *      lose nothing beyond the fp16 centroids (2^-12 relative). The weights
- *      p * norm enter the value MMA in fp16 (the low rows are zero). The G <= 8 query heads of one KV head share every
- *      code load. The block's warps merge their states in shared memory and
- *      write one partial (m, l, acc) per query head.
- *   3. reduce: merges the splits in order, divides by the softmax sum and
- *      rotates back once by P_v^T.
- * Prefill uses a plain CUDA-core kernel (one block per query and head) that
- * writes the same partials with one split, then the same reduce kernel.
+ * Decode (one query per sequence) is one kernel per call, decode_kernel:
+ * grid (split, KV head, sequence), each block rotates its group's queries,
+ * walks its token range with tensor-core MMAs on codes decoded through
+ * shared tables of centroid pairs, and the last block of each (sequence, KV
+ * head) to finish merges the splits and rotates the result back (the
+ * comment above the kernel has the details).
  *
- * Coordinates inside the MMAs are permuted (a dot product does not care):
- * for keys, thread q = lane % 4 of a token owns the d/4 consecutive
- * coordinates [q d/4, (q+1) d/4) of that token, one contiguous run of its code
- * bytes (16 bytes for K4 at d = 128: a single 16-byte load); for values, lane
- * group r = lane / 4 owns coordinates [r d/8, (r+1) d/8) of four tokens.
+ * Prefill uses a plain CUDA-core kernel (one block per query and head)
+ * between rotate_queries and reduce, which write and read partials in the
+ * same layout as the decode kernel's splits. It is meant for correctness.
  */
 #include <cuda_fp16.h>
 #include <math.h>
+#include <string.h>
 
 #include "cuda_internal.h"
 
 #define LOG2E 1.4426950408889634f
-#define DEC_WARPS 4
-/* Blocks per SM the register allocation aims for (3: no spills at d = 128). */
-#ifndef TQ_DEC_MIN_BLOCKS
-#define TQ_DEC_MIN_BLOCKS 3
-#endif
+/* Warps of a decode block: one block per SM, 16 warps in flight. */
+#define DEC_WARPS 16
+#define DEC_THREADS (DEC_WARPS * 32)
 #define TILE 16
 
 /* ------------------------------------------------------------------------ */
@@ -139,220 +121,441 @@ tq_status tq_cuda_rotate_queries(tq_cuda_ctx *ctx, const tq_cuda_codec *kc, cons
 }
 
 /* ------------------------------------------------------------------------ */
-/* 2. Split-K decode on tensor cores                                         */
+/* 2. Decode: one fused kernel per call                                      */
 /* ------------------------------------------------------------------------ */
+
+/* Lookup tables of centroid pairs are stored once per shared-memory bank:
+ * entry e of lane l sits at word e * 32 + l, so a warp's 32 lookups never
+ * share a bank whatever the codes are. */
+#define TAB_COPIES 32
 
 typedef struct dec_args {
   tq_decode_call c;
   uint32_t B, H;
   size_t off_vc, off_kn, off_vn;
-  const float *kcent, *vcent;
+  const float *kcent, *vcent; /* (2^kbits,), (2^vbits,) centroids */
+  const float *pt_k;          /* (D, D): pt_k[j D + i] = P_k[i][j] */
+  const float *p_v;           /* (D, D): p_v[k D + i] = P_v[k][i] */
 } dec_args;
 
-/* One tile's loads for one thread. */
+/* Dynamic shared memory of the kernel, reused by its phases: P_k and the
+ * rotation's partial sums; then the two pair tables; then the warps' output
+ * accumulators; then P_v. */
+#define DEC_STAGES 3 /* tiles of one warp in shared memory: this one, two in flight */
+
+/* Bytes of one staged tile: key codes, value codes, 16 key norms, 16 value
+ * norms, each a contiguous run in the cache block. */
+static __host__ __device__ constexpr size_t dec_tile_bytes(uint32_t D, uint32_t kb, uint32_t vb) {
+  return (size_t)16 * D * kb / 8 + (size_t)16 * D * vb / 8 + 64;
+}
+
+static size_t dec_stage_bytes(uint32_t D, uint32_t kb, uint32_t vb) {
+  return (size_t)DEC_WARPS * DEC_STAGES * dec_tile_bytes(D, kb, vb);
+}
+
+static size_t dec_dyn_smem(uint32_t D, uint32_t kb, uint32_t vb, uint32_t G) {
+  size_t np = DEC_THREADS / D;
+  size_t rot = (size_t)D * D * 4 + np * 8 * D * 4;
+  size_t tab = (size_t)((1u << (2 * kb)) + (1u << (2 * vb))) * TAB_COPIES * 4;
+  size_t mrg = (size_t)DEC_WARPS * G * D * 4;
+  size_t unrot = (size_t)D * D * 4;
+  size_t m = rot > tab ? rot : tab;
+  m = m > mrg ? m : mrg;
+  m = m > unrot ? m : unrot;
+  return dec_stage_bytes(D, kb, vb) + m;
+}
+
+__device__ __forceinline__ void cp_async16(void *smem, const void *gmem) {
+  uint32_t a = (uint32_t)__cvta_generic_to_shared(smem);
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(a), "l"(gmem) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() {
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+/* Starts the copy of one tile (16 tokens from slot0 of block blk, KV head h)
+ * into a warp's stage; every lane takes every 32nd 16-byte piece. */
+template <int D, int KB, int VB>
+__device__ __forceinline__ void stage_tile(uint8_t *stg, const uint8_t *blk, uint32_t h,
+                                           uint32_t B, uint32_t slot0, const dec_args &a,
+                                           uint32_t lane) {
+  constexpr int KT = 16 * D * KB / 8, VT = 16 * D * VB / 8;
+  const size_t row0 = (size_t)h * B + slot0;
+  const uint8_t *k = blk + row0 * (D * KB / 8);
+  const uint8_t *v = blk + a.off_vc + row0 * (D * VB / 8);
+#pragma unroll
+  for (int c = (int)lane; c < KT / 16; c += 32) cp_async16(stg + 16 * c, k + 16 * c);
+#pragma unroll
+  for (int c = (int)lane; c < VT / 16; c += 32) cp_async16(stg + KT + 16 * c, v + 16 * c);
+  if (lane < 4) {
+    const uint8_t *n = blk + (lane < 2 ? a.off_kn : a.off_vn) + row0 * 2 + 16 * (lane & 1);
+    cp_async16(stg + KT + VT + 16 * lane, n);
+  }
+}
+
+/* Loads CH bytes from shared memory into words (as load_chunk). */
+template <int CH>
+__device__ __forceinline__ void load_chunk_s(const uint8_t *p, uint32_t *w) {
+  if constexpr (CH % 16 == 0) {
+#pragma unroll
+    for (int i = 0; i < CH / 16; i++) {
+      uint4 x = ((const uint4 *)p)[i];
+      w[4 * i] = x.x, w[4 * i + 1] = x.y, w[4 * i + 2] = x.z, w[4 * i + 3] = x.w;
+    }
+  } else if constexpr (CH % 8 == 0) {
+#pragma unroll
+    for (int i = 0; i < CH / 8; i++) {
+      uint2 x = ((const uint2 *)p)[i];
+      w[2 * i] = x.x, w[2 * i + 1] = x.y;
+    }
+  } else if constexpr (CH % 4 == 0) {
+#pragma unroll
+    for (int i = 0; i < CH / 4; i++) w[i] = ((const uint32_t *)p)[i];
+  } else if constexpr (CH % 2 == 0) {
+#pragma unroll
+    for (int i = 0; i < (CH + 3) / 4; i++) w[i] = 0;
+#pragma unroll
+    for (int i = 0; i < CH / 2; i++)
+      w[i / 2] |= (uint32_t)((const unsigned short *)p)[i] << (16 * (i % 2));
+  } else {
+#pragma unroll
+    for (int i = 0; i < (CH + 3) / 4; i++) w[i] = 0;
+#pragma unroll
+    for (int i = 0; i < CH; i++) w[i / 4] |= (uint32_t)p[i] << (8 * (i % 4));
+  }
+}
+
+/* One tile (16 tokens) of one warp, as one lane holds it. Key operand (A of
+ * the score MMA, rows = tokens): lane (r = lane / 4, j = lane % 4) owns
+ * coordinates [j D/4, (j+1) D/4) of tokens r and r + 8, one contiguous run
+ * of code bytes each. Value operand (A of the value MMA, rows =
+ * coordinates): lane owns coordinates [r D/8, (r+1) D/8) of tokens 2j, 2j+1,
+ * 2j+8, 2j+9. */
 template <int D, int KB, int VB>
 struct tile_regs {
-  static constexpr int KCH = D * KB / 32; /* key bytes per thread and token */
-  static constexpr int VCH = D * VB / 64; /* value bytes per thread and token */
-  uint32_t k[2][(KCH + 3) / 4];           /* tokens r0 and 8 + r0 */
-  uint32_t v[4][(VCH + 3) / 4];           /* tokens 2q, 2q+1, 8+2q, 9+2q */
-  uint32_t kn[2], vn[2];                  /* fp16 norm pairs of tokens 2q, 2q+1 and 8+2q, 9+2q */
+  static constexpr int KCH = D * KB / 32; /* key bytes per lane and token */
+  static constexpr int VCH = D * VB / 64; /* value bytes per lane and token */
+  uint32_t k[2][(KCH + 3) / 4];
+  uint32_t v[4][(VCH + 3) / 4];
+  uint32_t kn, vn; /* fp16 pairs: norms of tokens r (low) and r + 8 (high) */
 };
 
+/* A lane's share of a staged tile, into registers. */
 template <int D, int KB, int VB>
-__device__ __forceinline__ void load_tile(tile_regs<D, KB, VB> &t, const uint8_t *blk, uint32_t h,
-                                          uint32_t B, uint32_t slot0, const dec_args &a,
+__device__ __forceinline__ void load_tile(tile_regs<D, KB, VB> &t, const uint8_t *stg,
                                           uint32_t lane) {
   constexpr int KCB = D * KB / 8, VCB = D * VB / 8;
   constexpr int KCH = tile_regs<D, KB, VB>::KCH, VCH = tile_regs<D, KB, VB>::VCH;
-  const uint32_t q = lane & 3, r0 = lane >> 2;
-  const size_t row0 = (size_t)h * B + slot0;
-  const uint8_t *kc = blk + row0 * KCB + q * KCH;
-  load_chunk<KCH>(kc + (size_t)r0 * KCB, t.k[0]);
-  load_chunk<KCH>(kc + (size_t)(8 + r0) * KCB, t.k[1]);
-  const uint8_t *vc = blk + a.off_vc + row0 * VCB + r0 * VCH;
-  load_chunk<VCH>(vc + (size_t)(2 * q) * VCB, t.v[0]);
-  load_chunk<VCH>(vc + (size_t)(2 * q + 1) * VCB, t.v[1]);
-  load_chunk<VCH>(vc + (size_t)(8 + 2 * q) * VCB, t.v[2]);
-  load_chunk<VCH>(vc + (size_t)(9 + 2 * q) * VCB, t.v[3]);
-  const unsigned int *kn = (const unsigned int *)(blk + a.off_kn + row0 * 2);
-  const unsigned int *vn = (const unsigned int *)(blk + a.off_vn + row0 * 2);
-  t.kn[0] = __ldg(kn + q);
-  t.kn[1] = __ldg(kn + 4 + q);
-  t.vn[0] = __ldg(vn + q);
-  t.vn[1] = __ldg(vn + 4 + q);
+  constexpr int KT = 16 * KCB, VT = 16 * VCB;
+  const uint32_t j = lane & 3, r = lane >> 2;
+  const uint8_t *kc = stg + j * KCH;
+  load_chunk_s<KCH>(kc + r * KCB, t.k[0]);
+  load_chunk_s<KCH>(kc + (r + 8) * KCB, t.k[1]);
+  const uint8_t *vc = stg + KT + r * VCH;
+  load_chunk_s<VCH>(vc + (2 * j) * VCB, t.v[0]);
+  load_chunk_s<VCH>(vc + (2 * j + 1) * VCB, t.v[1]);
+  load_chunk_s<VCH>(vc + (2 * j + 8) * VCB, t.v[2]);
+  load_chunk_s<VCH>(vc + (2 * j + 9) * VCB, t.v[3]);
+  const unsigned short *kn = (const unsigned short *)(stg + KT + VT);
+  t.kn = (uint32_t)kn[r] | (uint32_t)kn[r + 8] << 16;
+  t.vn = (uint32_t)kn[16 + r] | (uint32_t)kn[16 + r + 8] << 16;
 }
 
-template <int D, int KB, int VB>
-__global__ void __launch_bounds__(DEC_WARPS * 32, TQ_DEC_MIN_BLOCKS) decode_split_kernel(dec_args a) {
-  constexpr int KS = D / 16;  /* k-steps of the score MMAs */
-  constexpr int NTV = D / 8;  /* n-tiles of the value MMAs */
-  constexpr int CPT = D / 4;  /* key coordinates per thread */
-  constexpr int VCPT = D / 8; /* value coordinates per lane group */
-  __shared__ uint32_t t2k[1 << (2 * KB)]; /* half2 (c[i & mask], c[i >> KB]) */
-  __shared__ uint32_t t2v[1 << (2 * VB)];
+__device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t sel) {
+  return __byte_perm(a, b, sel);
+}
+
+/*
+ * grid (n_splits, H, n_seqs), DEC_THREADS threads. Each block:
+ *   1. rotates the G queries of its KV head (P_k staged in shared memory);
+ *   2. walks its token range, each warp taking every DEC_WARPS-th tile of 16
+ *      tokens (the next tile's loads in flight while this one computes):
+ *        scores  S^T (16 tokens x 8) = Kc (16 x D) Q^T, the 8 columns being
+ *                4 query heads x {high, low} fp16 halves of the rotated query
+ *                (NG = 2 n-tiles for G > 4); a lane's c0 + c1 is then the
+ *                score of one (token, head) with no shuffle;
+ *        values  O^T (D x 8 heads) += Vc^T (D x 16 tokens) P^T, the weights
+ *                p * value norm moved into the B fragment by two shuffles;
+ *      online softmax per head in base 2;
+ *   3. merges its warps in shared memory and writes one partial per head;
+ *   4. the last block of a (sequence, KV head) to finish (atomic ticket)
+ *      merges the splits, divides by the softmax sum, applies P_v^T, writes
+ *      the output and resets the ticket counter for the next call.
+ */
+template <int D, int KB, int VB, int NG>
+__global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
+  constexpr int KS = D / 16;   /* k-steps of the score MMAs */
+  constexpr int NMT = D / 16;  /* m-tiles of the value MMAs */
+  constexpr int CPT = D / 4;   /* key coordinates per lane */
+  constexpr int VCPT = D / 8;  /* value coordinates per lane group */
+  constexpr int NP = DEC_THREADS / D;
+  constexpr int KE = 1 << (2 * KB), VE = 1 << (2 * VB);
+  constexpr int TB = (int)dec_tile_bytes(D, KB, VB);
+  extern __shared__ __align__(16) uint32_t dyn_all[];
+  /* dyn_all: the warps' tile stages (DEC_WARPS, DEC_STAGES, TB bytes), then
+   * dyn, the memory the phases share. */
+  uint32_t *dyn = dyn_all + DEC_WARPS * DEC_STAGES * TB / 4;
+  __shared__ float sm_x[8][D]; /* scaled queries; later the merged outputs */
+  __shared__ float sm_q[8][D]; /* rotated queries */
   __shared__ float sm_m[DEC_WARPS][8], sm_l[DEC_WARPS][8];
-  __shared__ float sm_o[DEC_WARPS][8][D];
+  __shared__ float sm_f[8][TQ_CUDA_MAX_SPLITS];
+  __shared__ float sm_L[8];
+  __shared__ int sm_last;
 
   const uint32_t split = blockIdx.x, h = blockIdx.y, seq = blockIdx.z;
   const uint32_t tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-  const uint32_t q = lane & 3;
-  const int low = (lane >> 4) & 1;     /* rows 4..7 and 12..15 hold the low halves */
-  const uint32_t ga = (lane >> 2) & 3; /* head of row r0; row r0 + 8 has head ga + 4 */
-  const uint32_t G = a.c.G, Hq = a.H * G;
+  const uint32_t j = lane & 3, r = lane >> 2;
+  const uint32_t G = a.c.G, H = a.H, Hq = H * G;
   const uint32_t T = a.c.lens[seq];
   const uint32_t lo = split * a.c.split_tokens;
   const uint32_t hi = min(T, lo + a.c.split_tokens);
+  const uint8_t *const *table = a.c.table + (size_t)seq * a.c.max_blocks;
+  const uint32_t B = a.B;
 
-  for (uint32_t i = tid; i < (1u << (2 * KB)); i += blockDim.x)
-    t2k[i] = pack_half2(a.kcent[i & ((1u << KB) - 1)], a.kcent[i >> KB]);
-  for (uint32_t i = tid; i < (1u << (2 * VB)); i += blockDim.x)
-    t2v[i] = pack_half2(a.vcent[i & ((1u << VB) - 1)], a.vcent[i >> VB]);
+  /* The first two tiles' copies go out before the set-up. */
+  const uint32_t step = DEC_WARPS * TILE;
+  uint8_t *stg = (uint8_t *)dyn_all + (size_t)warp * DEC_STAGES * TB;
+  uint32_t t0 = lo + warp * TILE;
+#pragma unroll
+  for (int i = 0; i < DEC_STAGES - 1; i++) {
+    uint32_t t = t0 + i * step;
+    if (t < hi) stage_tile<D, KB, VB>(stg + i * TB, table[t / B], h, B, t % B, a, lane);
+    cp_async_commit();
+  }
 
-  /* Query fragments (A operand, 16 x 16 per k-step): row r holds head
-   * (r & 3) + 4 (r >> 3), high half if (r >> 2) & 1 is 0, else low half;
-   * column c of k-step s is coordinate CPT (c % 8 / 2) + 4 s + 2 (c / 8) + c % 2. */
-  uint32_t qa[KS][4];
+  /* 1. Rotation: sm_q[g] = P_k (q_g * scale) * log2(e). */
   {
-    const float *qb = a.c.qrot + ((size_t)seq * Hq + (size_t)h * G) * D;
+    float *pk = (float *)dyn;              /* (D, D) copy of pt_k */
+    float *red = (float *)dyn + D * D;     /* (NP, 8, D) partial sums */
+    const float4 *src = (const float4 *)a.pt_k;
+    float4 x4[D * D / 4 / DEC_THREADS];
+#pragma unroll
+    for (int u = 0; u < D * D / 4 / DEC_THREADS; u++) x4[u] = __ldg(src + tid + u * DEC_THREADS);
+#pragma unroll
+    for (int u = 0; u < D * D / 4 / DEC_THREADS; u++) ((float4 *)pk)[tid + u * DEC_THREADS] = x4[u];
+    const float *qb = a.c.q + ((size_t)seq * Hq + (size_t)h * G) * D;
+    for (uint32_t i = tid; i < G * D; i += DEC_THREADS) sm_x[i / D][i % D] = qb[i] * a.c.scale;
+    __syncthreads();
+    const uint32_t i = tid % D, part = tid / D;
+    float acc[8];
+#pragma unroll
+    for (int g = 0; g < 8; g++) acc[g] = 0.0f;
+#pragma unroll 4
+    for (uint32_t jj = part * (D / NP); jj < (part + 1) * (D / NP); jj++) {
+      float p = pk[jj * D + i];
+#pragma unroll
+      for (int g = 0; g < 8; g++)
+        if (g < (int)G) acc[g] += p * sm_x[g][jj];
+    }
+#pragma unroll
+    for (int g = 0; g < 8; g++)
+      if (g < (int)G) red[(part * 8 + g) * D + i] = acc[g];
+    __syncthreads();
+    for (uint32_t k = tid; k < G * D; k += DEC_THREADS) {
+      uint32_t g = k / D, c = k % D;
+      float s = 0.0f;
+#pragma unroll
+      for (int p = 0; p < NP; p++) s += red[(p * 8 + g) * D + c];
+      sm_q[g][c] = s * LOG2E;
+    }
+    __syncthreads();
+  }
+
+  /* Pair tables: entry i = half2 (c[i & mask], c[i >> bits]), one copy per
+   * bank. */
+  uint32_t *t2k = dyn, *t2v = dyn + KE * TAB_COPIES;
+  for (uint32_t i = tid; i < KE * TAB_COPIES; i += DEC_THREADS) {
+    uint32_t e = i / TAB_COPIES;
+    t2k[i] = pack_half2(a.kcent[e & ((1u << KB) - 1)], a.kcent[e >> KB]);
+  }
+  for (uint32_t i = tid; i < VE * TAB_COPIES; i += DEC_THREADS) {
+    uint32_t e = i / TAB_COPIES;
+    t2v[i] = pack_half2(a.vcent[e & ((1u << VB) - 1)], a.vcent[e >> VB]);
+  }
+  const uint32_t *tk = t2k + lane, *tv = t2v + lane;
+
+  /* Query B fragments: column n = r of n-tile nt is head 4 nt + r / 2, its
+   * high (r even) or low (r odd) fp16 half; k-slot 2j + e of k-step s is
+   * coordinate CPT j + 4 s + e, slot 2j + 8 + e is CPT j + 4 s + 2 + e. */
+  uint32_t qf[NG][KS][2];
+#pragma unroll
+  for (int nt = 0; nt < NG; nt++) {
+    const uint32_t g = 4 * nt + (r >> 1);
+    const int low = r & 1;
 #pragma unroll
     for (int s = 0; s < KS; s++) {
 #pragma unroll
-      for (int r = 0; r < 4; r++) {
-        uint32_t g = ga + ((r & 1) ? 4 : 0);
-        int part = r >> 1;
-        int coord = CPT * q + 4 * s + 2 * part;
+      for (int b = 0; b < 2; b++) {
         float x0 = 0.0f, x1 = 0.0f;
         if (g < G) {
-          x0 = split_part(qb[(size_t)g * D + coord], low);
-          x1 = split_part(qb[(size_t)g * D + coord + 1], low);
+          x0 = split_part(sm_q[g][CPT * j + 4 * s + 2 * b], low);
+          x1 = split_part(sm_q[g][CPT * j + 4 * s + 2 * b + 1], low);
         }
-        qa[s][r] = pack_half2(x0, x1);
+        qf[nt][s][b] = pack_half2(x0, x1);
       }
     }
   }
   __syncthreads();
 
-  float m_a = -INFINITY, m_b = -INFINITY, l_a = 0.0f, l_b = 0.0f;
-  float o[NTV][4];
+  /* 2. The token range. Per n-tile: running max and sum of the head
+   * 4 nt + j (the sum is this lane's share). o[mt]: O^T rows VCPT r + 2 mt
+   * (e < 2) and + 1 (e >= 2), heads 2j (e even) and 2j + 1 (e odd). */
+  float m[NG], l[NG];
 #pragma unroll
-  for (int v = 0; v < NTV; v++) o[v][0] = o[v][1] = o[v][2] = o[v][3] = 0.0f;
+  for (int nt = 0; nt < NG; nt++) m[nt] = -INFINITY, l[nt] = 0.0f;
+  float o[NMT][4];
+#pragma unroll
+  for (int mt = 0; mt < NMT; mt++) o[mt][0] = o[mt][1] = o[mt][2] = o[mt][3] = 0.0f;
+  tile_regs<D, KB, VB> cur;
+  for (uint32_t it = 0; t0 < hi; t0 += step, it++) {
+    /* Copy tile it + 2 into the stage that tile it - 1 used; wait for tile it. */
+    __syncwarp();
+    const uint32_t t2 = t0 + (DEC_STAGES - 1) * step;
+    if (t2 < hi)
+      stage_tile<D, KB, VB>(stg + ((it + DEC_STAGES - 1) % DEC_STAGES) * TB, table[t2 / B],
+                            h, B, t2 % B, a, lane);
+    cp_async_commit();
+    cp_async_wait<DEC_STAGES - 1>();
+    __syncwarp();
+    load_tile<D, KB, VB>(cur, stg + (it % DEC_STAGES) * TB, lane);
 
-  const uint8_t *const *table = a.c.table + (size_t)seq * a.c.max_blocks;
-  const uint32_t B = a.B;
-  const uint32_t step = DEC_WARPS * TILE;
-  uint32_t t0 = lo + warp * TILE;
-  tile_regs<D, KB, VB> cur, nxt;
-  if (t0 < hi) load_tile<D, KB, VB>(cur, table[t0 / B], h, B, t0 % B, a, lane);
-  for (; t0 < hi; t0 += step) {
-    uint32_t t1 = t0 + step;
-    if (t1 < hi) load_tile<D, KB, VB>(nxt, table[t1 / B], h, B, t1 % B, a, lane);
+    float sc[NG][4];
+#pragma unroll
+    for (int nt = 0; nt < NG; nt++) sc[nt][0] = sc[nt][1] = sc[nt][2] = sc[nt][3] = 0.0f;
+#pragma unroll
+    for (int s = 0; s < KS; s++) {
+      uint32_t ka[4];
+      ka[0] = tk[bits_at(cur.k[0], 4 * s * KB, 2 * KB) * TAB_COPIES];
+      ka[1] = tk[bits_at(cur.k[1], 4 * s * KB, 2 * KB) * TAB_COPIES];
+      ka[2] = tk[bits_at(cur.k[0], (4 * s + 2) * KB, 2 * KB) * TAB_COPIES];
+      ka[3] = tk[bits_at(cur.k[1], (4 * s + 2) * KB, 2 * KB) * TAB_COPIES];
+#pragma unroll
+      for (int nt = 0; nt < NG; nt++) mma_16816(sc[nt], ka, qf[nt][s][0], qf[nt][s][1]);
+    }
 
-    /* Scores: sc[nt][e], rows r0 (e < 2) and r0 + 8, token nt*8 + 2q + e%2. */
-    float sc[2][4];
+    const float2 kn = __half22float2(*(const __half2 *)&cur.kn);
+    const float2 vn = __half22float2(*(const __half2 *)&cur.vn);
+    const bool ok0 = t0 + r < hi, ok1 = t0 + r + 8 < hi;
+    uint32_t pk[NG];
+    float al[NG];
 #pragma unroll
-    for (int nt = 0; nt < 2; nt++) {
-      sc[nt][0] = sc[nt][1] = sc[nt][2] = sc[nt][3] = 0.0f;
+    for (int nt = 0; nt < NG; nt++) {
+      float s0 = ok0 ? (sc[nt][0] + sc[nt][1]) * kn.x : -INFINITY;
+      float s1 = ok1 ? (sc[nt][2] + sc[nt][3]) * kn.y : -INFINITY;
+      float mx = fmaxf(s0, s1);
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 4));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 8));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 16));
+      float mn = fmaxf(m[nt], mx);
+      al[nt] = exp2_diff(m[nt], mn);
+      m[nt] = mn;
+      float p0 = exp2_diff(s0, mn), p1 = exp2_diff(s1, mn);
+      l[nt] = l[nt] * al[nt] + (p0 + p1);
+      /* A weight's fp16 rounding (2^-12) averages out over the tokens. */
+      pk[nt] = pack_half2(p0 > 0.0f ? p0 * vn.x : 0.0f, p1 > 0.0f ? p1 * vn.y : 0.0f);
+    }
+
+    /* Rescale O where a head's maximum moved (rarely after the first tiles). */
+    {
+      const uint32_t sa = (2 * j) & 3, sb = (2 * j + 1) & 3;
+      float aa = __shfl_sync(0xffffffffu, al[0], sa), ab = __shfl_sync(0xffffffffu, al[0], sb);
+      if constexpr (NG == 2) {
+        float a1 = __shfl_sync(0xffffffffu, al[1], sa), b1 = __shfl_sync(0xffffffffu, al[1], sb);
+        if (j >= 2) aa = a1, ab = b1;
+      }
+      if (__any_sync(0xffffffffu, aa != 1.0f || ab != 1.0f)) {
 #pragma unroll
-      for (int s = 0; s < KS; s++) {
-        uint32_t b0 = t2k[bits_at(cur.k[nt], (4 * s) * KB, 2 * KB)];
-        uint32_t b1 = t2k[bits_at(cur.k[nt], (4 * s + 2) * KB, 2 * KB)];
-        mma_16816(sc[nt], qa[s], b0, b1);
+        for (int mt = 0; mt < NMT; mt++) {
+          o[mt][0] *= aa, o[mt][1] *= ab;
+          o[mt][2] *= aa, o[mt][3] *= ab;
+        }
       }
     }
-    /* High + low halves (lanes 16 apart), norms, mask. */
-    float mx_a = -INFINITY, mx_b = -INFINITY;
+
+    /* P^T B fragment: column r is head r; k-slots 2j, 2j+1, 2j+8, 2j+9 are
+     * tokens 2j, 2j+1, 2j+8, 2j+9, held by lanes 8j + r%4 (2j and 2j+8) and
+     * 8j + 4 + r%4 (2j+1 and 2j+9). */
+    uint32_t pb0, pb1;
+    {
+      const int s0 = 8 * j + (r & 3), s1 = s0 + 4;
+      uint32_t x0 = __shfl_sync(0xffffffffu, pk[0], s0);
+      uint32_t x1 = __shfl_sync(0xffffffffu, pk[0], s1);
+      if constexpr (NG == 2) {
+        uint32_t y0 = __shfl_sync(0xffffffffu, pk[1], s0);
+        uint32_t y1 = __shfl_sync(0xffffffffu, pk[1], s1);
+        if (r >= 4) x0 = y0, x1 = y1;
+      }
+      pb0 = r < G ? prmt(x0, x1, 0x5410) : 0u;
+      pb1 = r < G ? prmt(x0, x1, 0x7632) : 0u;
+    }
+
+    /* Values: rows r (coordinate VCPT r + 2 mt) and r + 8 (the next one);
+     * a pair index holds the codes of two tokens at one coordinate. */
+    if constexpr (VB == 2) {
+      /* Nibble mt of z: codes of the token pair at local coordinate 2 mt
+       * (za, zc) or 2 mt + 1 (zb, zd). */
+      const uint32_t za = (cur.v[0][0] & 0x33333333u) | ((cur.v[1][0] << 2) & 0xccccccccu);
+      const uint32_t zb = ((cur.v[0][0] >> 2) & 0x33333333u) | (cur.v[1][0] & 0xccccccccu);
+      const uint32_t zc = (cur.v[2][0] & 0x33333333u) | ((cur.v[3][0] << 2) & 0xccccccccu);
+      const uint32_t zd = ((cur.v[2][0] >> 2) & 0x33333333u) | (cur.v[3][0] & 0xccccccccu);
 #pragma unroll
-    for (int nt = 0; nt < 2; nt++) {
-      float2 kn2 = __half22float2(*(const __half2 *)&cur.kn[nt]);
+      for (int mt = 0; mt < NMT; mt++) {
+        uint32_t va[4];
+        va[0] = tv[((za >> (4 * mt)) & 15u) * TAB_COPIES];
+        va[1] = tv[((zb >> (4 * mt)) & 15u) * TAB_COPIES];
+        va[2] = tv[((zc >> (4 * mt)) & 15u) * TAB_COPIES];
+        va[3] = tv[((zd >> (4 * mt)) & 15u) * TAB_COPIES];
+        mma_16816(o[mt], va, pb0, pb1);
+      }
+    } else {
 #pragma unroll
-      for (int e = 0; e < 4; e++) {
-        float s = sc[nt][e] + __shfl_xor_sync(0xffffffffu, sc[nt][e], 16);
-        uint32_t tok = t0 + nt * 8 + 2 * q + (e & 1);
-        s = tok < hi ? s * ((e & 1) ? kn2.y : kn2.x) : -INFINITY;
-        sc[nt][e] = s;
-        if (e < 2) mx_a = fmaxf(mx_a, s);
-        else mx_b = fmaxf(mx_b, s);
+      for (int mt = 0; mt < NMT; mt++) {
+        uint32_t va[4];
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+          const int c = 2 * mt + (e & 1), p = (e >> 1) * 2;
+          uint32_t i = bits_at(cur.v[p], c * VB, VB) | (bits_at(cur.v[p + 1], c * VB, VB) << VB);
+          va[e] = tv[i * TAB_COPIES];
+        }
+        mma_16816(o[mt], va, pb0, pb1);
       }
     }
-    mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, 1));
-    mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, 2));
-    mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, 1));
-    mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, 2));
-    float mn_a = fmaxf(m_a, mx_a), mn_b = fmaxf(m_b, mx_b);
-    /* mn is -inf only while every token so far was masked: nothing to scale. */
-    float al_a = exp2_diff(m_a, mn_a), al_b = exp2_diff(m_b, mn_b);
-    m_a = mn_a;
-    m_b = mn_b;
-    l_a *= al_a;
-    l_b *= al_b;
-#pragma unroll
-    for (int v = 0; v < NTV; v++) {
-      o[v][0] *= al_a, o[v][1] *= al_a;
-      o[v][2] *= al_b, o[v][3] *= al_b;
-    }
-    /* Weights p = exp2(s - m); the MMA takes p * value norm in fp16 (rows of
-     * the low halves get zeros: a weight's 2^-12 rounding averages out over
-     * the tokens, unlike a score's, which the exponential amplifies). */
-    float pw[2][4];
-#pragma unroll
-    for (int nt = 0; nt < 2; nt++) {
-      float2 vn2 = __half22float2(*(const __half2 *)&cur.vn[nt]);
-#pragma unroll
-      for (int e = 0; e < 4; e++) {
-        float p = exp2_diff(sc[nt][e], e < 2 ? m_a : m_b);
-        if (e < 2) l_a += p;
-        else l_b += p;
-        float vn = (e & 1) ? vn2.y : vn2.x;
-        pw[nt][e] = p > 0.0f && !low ? p * vn : 0.0f;
-      }
-    }
-    uint32_t pa[4];
-    pa[0] = pack_half2(pw[0][0], pw[0][1]);
-    pa[1] = pack_half2(pw[0][2], pw[0][3]);
-    pa[2] = pack_half2(pw[1][0], pw[1][1]);
-    pa[3] = pack_half2(pw[1][2], pw[1][3]);
-    /* Values: B fragment rows are tokens (2q, 2q+1 | 8+2q, 9+2q), the column
-     * is coordinate VCPT r0 + v. */
-#pragma unroll
-    for (int v = 0; v < NTV; v++) {
-      uint32_t i0 = bits_at(cur.v[0], v * VB, VB) | (bits_at(cur.v[1], v * VB, VB) << VB);
-      uint32_t i1 = bits_at(cur.v[2], v * VB, VB) | (bits_at(cur.v[3], v * VB, VB) << VB);
-      mma_16816(o[v], pa, t2v[i0], t2v[i1]);
-    }
-    if (t1 < hi) cur = nxt;
   }
+  cp_async_wait<0>();
 
-  /* Row sums over the four lanes of a row; high + low output halves. */
-  l_a += __shfl_xor_sync(0xffffffffu, l_a, 1);
-  l_a += __shfl_xor_sync(0xffffffffu, l_a, 2);
-  l_b += __shfl_xor_sync(0xffffffffu, l_b, 1);
-  l_b += __shfl_xor_sync(0xffffffffu, l_b, 2);
+  /* 3. Merge the warps (the tables' memory now holds their accumulators). */
 #pragma unroll
-  for (int v = 0; v < NTV; v++)
+  for (int nt = 0; nt < NG; nt++) {
+    l[nt] += __shfl_xor_sync(0xffffffffu, l[nt], 4);
+    l[nt] += __shfl_xor_sync(0xffffffffu, l[nt], 8);
+    l[nt] += __shfl_xor_sync(0xffffffffu, l[nt], 16);
+  }
+  __syncthreads();
+  float *sm_o = (float *)dyn; /* (DEC_WARPS, G, D) */
+  if (r == 0) {
 #pragma unroll
-    for (int e = 0; e < 4; e++) o[v][e] += __shfl_xor_sync(0xffffffffu, o[v][e], 16);
-  if (!low) {
-    if (q == 0) {
-      sm_m[warp][ga] = m_a, sm_l[warp][ga] = l_a;
-      sm_m[warp][ga + 4] = m_b, sm_l[warp][ga + 4] = l_b;
+    for (int nt = 0; nt < NG; nt++) {
+      uint32_t g = 4 * nt + j;
+      if (g < G) sm_m[warp][g] = m[nt], sm_l[warp][g] = l[nt];
     }
+  }
 #pragma unroll
-    for (int v = 0; v < NTV; v++) {
+  for (int mt = 0; mt < NMT; mt++) {
 #pragma unroll
-      for (int e = 0; e < 2; e++) {
-        int coord = VCPT * (2 * q + e) + v;
-        sm_o[warp][ga][coord] = o[v][e];
-        sm_o[warp][ga + 4][coord] = o[v][2 + e];
-      }
+    for (int e = 0; e < 4; e++) {
+      uint32_t hd = 2 * j + (e & 1);
+      if (hd < G) sm_o[(warp * G + hd) * D + VCPT * r + 2 * mt + (e >> 1)] = o[mt][e];
     }
   }
   __syncthreads();
-
-  /* Merge the warps; one partial per query head of this KV head. */
-  const size_t S = a.c.n_splits;
-  for (uint32_t i = tid; i < G * D; i += blockDim.x) {
-    uint32_t g = i / D, j = i % D;
+  const uint32_t S = a.c.n_splits;
+  const size_t base = (size_t)seq * Hq + (size_t)h * G; /* first query head row */
+  for (uint32_t i = tid; i < G * D; i += DEC_THREADS) {
+    uint32_t g = i / D, c = i % D;
     float M = -INFINITY;
 #pragma unroll
     for (int w = 0; w < DEC_WARPS; w++) M = fmaxf(M, sm_m[w][g]);
@@ -361,40 +564,121 @@ __global__ void __launch_bounds__(DEC_WARPS * 32, TQ_DEC_MIN_BLOCKS) decode_spli
     for (int w = 0; w < DEC_WARPS; w++) {
       float f = exp2_diff(sm_m[w][g], M);
       L += sm_l[w][g] * f;
-      acc += sm_o[w][g][j] * f;
+      acc += sm_o[(w * G + g) * D + c] * f;
     }
-    size_t at = ((size_t)seq * Hq + (size_t)h * G + g) * S + split;
-    a.c.part_acc[at * D + j] = acc;
-    if (j == 0) {
+    size_t at = (base + g) * S + split;
+    a.c.part_acc[at * D + c] = acc;
+    if (c == 0) {
       a.c.part_ml[at * 2] = M;
       a.c.part_ml[at * 2 + 1] = L;
     }
   }
+
+  /* 4. The last block of this (sequence, KV head) merges the splits. */
+  __threadfence();
+  __syncthreads();
+  if (tid == 0) {
+    unsigned int ticket = atomicAdd(&a.c.counters[(size_t)seq * H + h], 1u);
+    sm_last = ticket == S - 1;
+  }
+  __syncthreads();
+  if (!sm_last) return;
+  __threadfence();
+  float *pv = (float *)dyn; /* (D, D) copy of p_v */
+  {
+    const float4 *src = (const float4 *)a.p_v;
+    float4 x4[D * D / 4 / DEC_THREADS];
+#pragma unroll
+    for (int u = 0; u < D * D / 4 / DEC_THREADS; u++) x4[u] = __ldg(src + tid + u * DEC_THREADS);
+#pragma unroll
+    for (int u = 0; u < D * D / 4 / DEC_THREADS; u++) ((float4 *)pv)[tid + u * DEC_THREADS] = x4[u];
+  }
+  if (warp < G) {
+    const uint32_t g = warp;
+    const float *ml = a.c.part_ml + (base + g) * S * 2;
+    float M = -INFINITY;
+    for (uint32_t s = lane; s < S; s += 32) {
+      float2 x = __ldcg((const float2 *)ml + s);
+      if (x.y > 0.0f) M = fmaxf(M, x.x);
+    }
+#pragma unroll
+    for (int off = 16; off; off >>= 1) M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, off));
+    float L = 0.0f;
+    for (uint32_t s = lane; s < S; s += 32) {
+      float2 x = __ldcg((const float2 *)ml + s);
+      float f = x.y > 0.0f ? exp2f(x.x - M) : 0.0f;
+      sm_f[g][s] = f;
+      L += x.y * f;
+    }
+#pragma unroll
+    for (int off = 16; off; off >>= 1) L += __shfl_xor_sync(0xffffffffu, L, off);
+    if (lane == 0) sm_L[g] = L;
+  }
+  __syncthreads();
+  for (uint32_t i = tid; i < G * D; i += DEC_THREADS) {
+    uint32_t g = i / D, c = i % D;
+    const float *pa = a.c.part_acc + (base + g) * S * D + c;
+    float acc = 0.0f;
+#pragma unroll 8
+    for (uint32_t s = 0; s < S; s++) acc += __ldcg(pa + (size_t)s * D) * sm_f[g][s];
+    float L = sm_L[g];
+    sm_x[g][c] = L > 0.0f ? acc / L : 0.0f;
+  }
+  __syncthreads();
+  /* out_g = P_v^T y_g: x_i = sum_k P_v[k][i] y_k. */
+  for (uint32_t i = tid; i < G * D; i += DEC_THREADS) {
+    uint32_t g = i / D, c = i % D;
+    float x = 0.0f;
+#pragma unroll 8
+    for (uint32_t k = 0; k < D; k++) x += pv[k * D + c] * sm_x[g][k];
+    a.c.out[(base + g) * D + c] = x;
+  }
+  if (tid == 0) a.c.counters[(size_t)seq * H + h] = 0u;
 }
 
-template <int D, int KB, int VB>
-static tq_status launch_decode(tq_cuda_ctx *ctx, const dec_args &a, dim3 grid) {
-  decode_split_kernel<D, KB, VB><<<grid, DEC_WARPS * 32, 0, ctx->stream>>>(a);
+template <int D, int KB, int VB, int NG>
+static tq_status launch_decode(tq_cuda_ctx *ctx, const dec_args *a, dim3 grid, uint32_t *slots) {
+  const size_t dyn = dec_dyn_smem(D, KB, VB, a->c.G);
+  tq_status st = tq_cuda_fail(ctx, cudaFuncSetAttribute(decode_kernel<D, KB, VB, NG>,
+                                                        cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                        (int)dyn));
+  if (st != TQ_OK) return st;
+  if (slots) {
+    int per_sm = 0;
+    st = tq_cuda_fail(ctx, cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+                               &per_sm, decode_kernel<D, KB, VB, NG>, DEC_THREADS, dyn));
+    if (st != TQ_OK) return st;
+    *slots = (uint32_t)(per_sm > 0 ? per_sm : 1) * (uint32_t)(ctx->sm_count > 0 ? ctx->sm_count : 1);
+    return TQ_OK;
+  }
+  decode_kernel<D, KB, VB, NG><<<grid, DEC_THREADS, dyn, ctx->stream>>>(*a);
   return tq_cuda_check_launch(ctx);
 }
 
+template <int D, int KB, int VB>
+static tq_status dispatch_ng(tq_cuda_ctx *ctx, const dec_args *a, dim3 grid, uint32_t *slots) {
+  if (a->c.G <= 4) return launch_decode<D, KB, VB, 1>(ctx, a, grid, slots);
+  return launch_decode<D, KB, VB, 2>(ctx, a, grid, slots);
+}
+
 template <int D, int KB>
-static tq_status dispatch_vb(tq_cuda_ctx *ctx, const dec_args &a, dim3 grid, uint32_t vb) {
+static tq_status dispatch_vb(tq_cuda_ctx *ctx, const dec_args *a, dim3 grid, uint32_t vb,
+                             uint32_t *slots) {
   switch (vb) {
-    case 2: return launch_decode<D, KB, 2>(ctx, a, grid);
-    case 3: return launch_decode<D, KB, 3>(ctx, a, grid);
-    case 4: return launch_decode<D, KB, 4>(ctx, a, grid);
+    case 2: return dispatch_ng<D, KB, 2>(ctx, a, grid, slots);
+    case 3: return dispatch_ng<D, KB, 3>(ctx, a, grid, slots);
+    case 4: return dispatch_ng<D, KB, 4>(ctx, a, grid, slots);
     default: return TQ_ERR_UNSUPPORTED;
   }
 }
 
 template <int D>
-static tq_status dispatch_kb(tq_cuda_ctx *ctx, const dec_args &a, dim3 grid, uint32_t kb,
-                             uint32_t vb) {
+static tq_status dispatch_kb(tq_cuda_ctx *ctx, const dec_args *a, dim3 grid, uint32_t kb,
+                             uint32_t vb, uint32_t *slots) {
   switch (kb) {
-    case 2: return dispatch_vb<D, 2>(ctx, a, grid, vb);
-    case 3: return dispatch_vb<D, 3>(ctx, a, grid, vb);
-    case 4: return dispatch_vb<D, 4>(ctx, a, grid, vb);
+    case 2: return dispatch_vb<D, 2>(ctx, a, grid, vb, slots);
+    case 3: return dispatch_vb<D, 3>(ctx, a, grid, vb, slots);
+    case 4: return dispatch_vb<D, 4>(ctx, a, grid, vb, slots);
     default: return TQ_ERR_UNSUPPORTED;
   }
 }
@@ -403,11 +687,14 @@ int tq_cuda_attention_supported(uint32_t d, uint32_t kbits, uint32_t vbits) {
   return (d == 64 || d == 128) && kbits >= 2 && kbits <= 4 && vbits >= 2 && vbits <= 4;
 }
 
-tq_status tq_cuda_decode_splits(tq_cuda_ctx *ctx, const tq_cuda_codec *kc,
-                                const tq_cuda_codec *vc, const tq_block_layout *lay,
-                                const tq_decode_call *call) {
+/* Fills the launch arguments; slots != NULL asks for the number of blocks
+ * that run at once instead of launching. */
+static tq_status decode_common(tq_cuda_ctx *ctx, const tq_cuda_codec *kc, const tq_cuda_codec *vc,
+                               const tq_block_layout *lay, const tq_decode_call *call,
+                               uint32_t *slots) {
   uint32_t d = kc->params.dim, kb = kc->params.bits, vb = vc->params.bits;
-  if (!tq_cuda_attention_supported(d, kb, vb) || call->G < 1 || call->G > 8)
+  if (!tq_cuda_attention_supported(d, kb, vb) || call->G < 1 || call->G > 8 ||
+      call->n_splits < 1 || call->n_splits > TQ_CUDA_MAX_SPLITS)
     return TQ_ERR_UNSUPPORTED;
   dec_args a;
   a.c = *call;
@@ -418,9 +705,26 @@ tq_status tq_cuda_decode_splits(tq_cuda_ctx *ctx, const tq_cuda_codec *kc,
   a.off_vn = lay->off_vn;
   a.kcent = kc->d_centroids;
   a.vcent = vc->d_centroids;
+  a.pt_k = kc->d_pt;
+  a.p_v = vc->d_p;
   dim3 grid(call->n_splits, lay->H, call->n_seqs);
-  if (d == 128) return dispatch_kb<128>(ctx, a, grid, kb, vb);
-  return dispatch_kb<64>(ctx, a, grid, kb, vb);
+  if (d == 128) return dispatch_kb<128>(ctx, &a, grid, kb, vb, slots);
+  return dispatch_kb<64>(ctx, &a, grid, kb, vb, slots);
+}
+
+tq_status tq_cuda_decode_slots(tq_cuda_ctx *ctx, const tq_cuda_codec *kc, const tq_cuda_codec *vc,
+                               const tq_block_layout *lay, uint32_t G, uint32_t *slots) {
+  tq_decode_call call;
+  memset(&call, 0, sizeof call);
+  call.G = G;
+  call.n_splits = 1;
+  *slots = 1;
+  return decode_common(ctx, kc, vc, lay, &call, slots);
+}
+
+tq_status tq_cuda_decode(tq_cuda_ctx *ctx, const tq_cuda_codec *kc, const tq_cuda_codec *vc,
+                         const tq_block_layout *lay, const tq_decode_call *call) {
+  return decode_common(ctx, kc, vc, lay, call, NULL);
 }
 
 /* ------------------------------------------------------------------------ */

@@ -31,6 +31,8 @@ struct tq_cuda_cache {
   uint8_t **free_blk;             /* blocks not in use */
   uint32_t n_free, cap_free;
   float *d_qrot, *d_ml, *d_acc;   /* scratch */
+  unsigned int *d_cnt;            /* (n_seqs, n_kv_heads) decode tickets, zero between calls */
+  uint32_t slots[9];              /* decode blocks resident at once, by G; 0 until asked */
   size_t cap_qrot, cap_ml, cap_acc; /* in floats */
   size_t bytes;
 };
@@ -91,6 +93,7 @@ extern "C" void tq_cuda_cache_free(tq_cuda_cache *cache) {
   cudaFree(cache->d_table);
   cudaFree(cache->d_lens);
   cudaFree(cache->d_qrot);
+  cudaFree(cache->d_cnt);
   cudaFree(cache->d_ml);
   cudaFree(cache->d_acc);
   free(cache->slabs);
@@ -139,6 +142,9 @@ extern "C" tq_status tq_cuda_cache_create(tq_cuda_ctx *ctx, const tq_cuda_cache_
   if (!c->h_table || !c->h_lens || !c->h_nblk) st = TQ_ERR_OUT_OF_MEMORY;
   if (st == TQ_OK) st = tq_cuda_fail(ctx, cudaMalloc((void **)&c->d_table, tab * sizeof(uint8_t *)));
   if (st == TQ_OK) st = tq_cuda_fail(ctx, cudaMalloc((void **)&c->d_lens, lanes * sizeof(uint32_t)));
+  size_t cnt = (size_t)p->n_seqs * p->n_kv_heads * sizeof(unsigned int);
+  if (st == TQ_OK) st = tq_cuda_fail(ctx, cudaMalloc((void **)&c->d_cnt, cnt));
+  if (st == TQ_OK) st = tq_cuda_fail(ctx, cudaMemsetAsync(c->d_cnt, 0, cnt, ctx->stream));
   if (st == TQ_OK)
     st = tq_cuda_fail(ctx, cudaMemsetAsync(c->d_table, 0, tab * sizeof(uint8_t *), ctx->stream));
   if (st == TQ_OK)
@@ -148,7 +154,7 @@ extern "C" tq_status tq_cuda_cache_create(tq_cuda_ctx *ctx, const tq_cuda_cache_
     tq_cuda_cache_free(c);
     return st;
   }
-  c->bytes = tab * sizeof(uint8_t *) + lanes * sizeof(uint32_t) + 2 * 2 * (size_t)p->head_dim *
+  c->bytes = tab * sizeof(uint8_t *) + lanes * sizeof(uint32_t) + cnt + 2 * 2 * (size_t)p->head_dim *
              p->head_dim * sizeof(float);
   *out = c;
   return TQ_OK;
@@ -356,16 +362,18 @@ static tq_status scratch(tq_cuda_cache *c, float **p, size_t *cap, size_t n) {
   return TQ_OK;
 }
 
-/* Splits per (sequence, KV head) so the grid covers the GPU several times
- * over, each split a multiple of 64 tokens (the block's tile step). */
-static void choose_splits(const tq_cuda_cache *c, uint32_t max_len, uint32_t *split_tokens,
-                          uint32_t *n_splits) {
-  uint32_t sms = c->ctx->sm_count > 0 ? (uint32_t)c->ctx->sm_count : 132;
+/* Splits per (sequence, KV head): as many as make the grid one wave of
+ * resident blocks (`slots`), each a multiple of 64 tokens and at least 256
+ * (one tile per warp), at most TQ_CUDA_MAX_SPLITS. With more (sequence, KV
+ * head) lanes than slots every lane is one split. */
+static void choose_splits(const tq_cuda_cache *c, uint32_t slots, uint32_t max_len,
+                          uint32_t *split_tokens, uint32_t *n_splits) {
   uint64_t lanes = (uint64_t)c->p.n_seqs * c->p.n_kv_heads;
-  uint64_t want = ((uint64_t)sms * 6 + lanes - 1) / lanes; /* splits per lane */
+  uint64_t want = slots / lanes;
   if (want < 1) want = 1;
+  if (want > TQ_CUDA_MAX_SPLITS) want = TQ_CUDA_MAX_SPLITS;
   uint64_t per = ((uint64_t)max_len + want - 1) / want;
-  if (per < 128) per = 128;
+  if (per < 256) per = 256;
   per = (per + 63) / 64 * 64;
   *split_tokens = (uint32_t)per;
   *n_splits = max_len ? (uint32_t)(((uint64_t)max_len + per - 1) / per) : 1;
@@ -387,26 +395,28 @@ extern "C" tq_status tq_cuda_cache_attention_decode(tq_cuda_cache *cache, uint32
   }
   tq_decode_call call;
   memset(&call, 0, sizeof call);
-  choose_splits(cache, max_len, &call.split_tokens, &call.n_splits);
+  call.G = n_q_heads / H;
+  tq_status st = TQ_OK;
+  if (!cache->slots[call.G])
+    st = tq_cuda_decode_slots(cache->ctx, cache->kc, cache->vc, &cache->lay, call.G,
+                              &cache->slots[call.G]);
+  if (st != TQ_OK) return st;
+  choose_splits(cache, cache->slots[call.G], max_len, &call.split_tokens, &call.n_splits);
   size_t rows = (size_t)S * n_q_heads;
-  tq_status st = scratch(cache, &cache->d_qrot, &cache->cap_qrot, rows * d);
-  if (st == TQ_OK) st = scratch(cache, &cache->d_ml, &cache->cap_ml, rows * call.n_splits * 2);
+  st = scratch(cache, &cache->d_ml, &cache->cap_ml, rows * call.n_splits * 2);
   if (st == TQ_OK) st = scratch(cache, &cache->d_acc, &cache->cap_acc, rows * call.n_splits * d);
   if (st != TQ_OK) return st;
   call.table = cache->d_table + (size_t)layer * S * cache->max_blocks;
   call.max_blocks = cache->max_blocks;
   call.lens = cache->d_lens + (size_t)layer * S;
   call.n_seqs = S;
-  call.G = n_q_heads / H;
-  call.qrot = cache->d_qrot;
+  call.q = q;
+  call.scale = scale;
+  call.out = out;
   call.part_ml = cache->d_ml;
   call.part_acc = cache->d_acc;
-  st = tq_cuda_rotate_queries(cache->ctx, cache->kc, q, S, n_q_heads, scale, cache->d_qrot);
-  if (st == TQ_OK) st = tq_cuda_decode_splits(cache->ctx, cache->kc, cache->vc, &cache->lay, &call);
-  if (st == TQ_OK)
-    st = tq_cuda_reduce(cache->ctx, cache->vc, S, n_q_heads, call.n_splits, cache->d_ml,
-                        cache->d_acc, out);
-  return st;
+  call.counters = cache->d_cnt;
+  return tq_cuda_decode(cache->ctx, cache->kc, cache->vc, &cache->lay, &call);
 }
 
 extern "C" tq_status tq_cuda_cache_attention_prefill(tq_cuda_cache *cache, uint32_t layer,

@@ -88,21 +88,33 @@ typedef struct tq_block_layout {
 tq_status tq_cuda_rotate_queries(tq_cuda_ctx *ctx, const tq_cuda_codec *kc, const float *q,
                                  uint32_t rows, uint32_t n_q_heads, float scale, float *qrot);
 
-/* Split-K decode over the cache of one layer: grid (n_splits, H, n_seqs). */
+/* Most splits of one (sequence, KV head) a decode call may use. */
+#define TQ_CUDA_MAX_SPLITS 256
+
+/* One decode call over the cache of one layer: grid (n_splits, H, n_seqs),
+ * a single kernel (query rotation, split attention, merge of the splits by
+ * the last block of each (sequence, KV head), inverse value rotation). */
 typedef struct tq_decode_call {
   const uint8_t *const *table;     /* device (n_seqs, max_blocks) block pointers */
   uint32_t max_blocks;
   const uint32_t *lens;            /* device (n_seqs,) tokens */
   uint32_t n_seqs, G;
-  uint32_t split_tokens, n_splits;
-  const float *qrot;               /* (n_seqs, H * G, d) */
-  float *part_ml;                  /* (n_seqs, H * G, n_splits, 2) */
-  float *part_acc;                 /* (n_seqs, H * G, n_splits, d) */
+  uint32_t split_tokens, n_splits; /* n_splits <= TQ_CUDA_MAX_SPLITS */
+  const float *q;                  /* (n_seqs, H * G, d) queries as given */
+  float scale;                     /* multiplies q.k */
+  float *out;                      /* (n_seqs, H * G, d) */
+  float *part_ml;                  /* (n_seqs, H * G, n_splits, 2) scratch */
+  float *part_acc;                 /* (n_seqs, H * G, n_splits, d) scratch */
+  unsigned int *counters;          /* (n_seqs, H) zero before the call, zero after */
 } tq_decode_call;
 
-tq_status tq_cuda_decode_splits(tq_cuda_ctx *ctx, const tq_cuda_codec *kc,
-                                const tq_cuda_codec *vc, const tq_block_layout *lay,
-                                const tq_decode_call *call);
+/* Blocks of the decode kernel for these codecs and G that run at once on
+ * the context's GPU (blocks per SM x SMs), for sizing the splits. */
+tq_status tq_cuda_decode_slots(tq_cuda_ctx *ctx, const tq_cuda_codec *kc, const tq_cuda_codec *vc,
+                               const tq_block_layout *lay, uint32_t G, uint32_t *slots);
+
+tq_status tq_cuda_decode(tq_cuda_ctx *ctx, const tq_cuda_codec *kc, const tq_cuda_codec *vc,
+                         const tq_block_layout *lay, const tq_decode_call *call);
 
 /* Causal prefill of one sequence: partials with one split per query row. */
 tq_status tq_cuda_prefill_partials(tq_cuda_ctx *ctx, const tq_cuda_codec *kc,
