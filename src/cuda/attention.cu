@@ -124,10 +124,13 @@ tq_status tq_cuda_rotate_queries(tq_cuda_ctx *ctx, const tq_cuda_codec *kc, cons
 /* 2. Decode: one fused kernel per call                                      */
 /* ------------------------------------------------------------------------ */
 
-/* Lookup tables of centroid pairs are stored once per shared-memory bank:
- * entry e of lane l sits at word e * 32 + l, so a warp's 32 lookups never
- * share a bank whatever the codes are. */
-#define TAB_COPIES 32
+/* Lookup tables of centroid pairs are stored once per shared-memory bank,
+ * keys and values interleaved: key entry e of lane l is the word at byte
+ * 256 e + 4 l, value entry e at byte 256 e + 128 + 4 l. A warp's 32 lookups
+ * never share a bank whatever the codes are, and a lookup's byte offset is
+ * (index << 8) | lane offset: for a byte-aligned 8-bit index (4-bit keys)
+ * one byte permute, otherwise a shift and a masked or. */
+#define TAB_STRIDE 256 /* bytes per entry: 32 key copies, 32 value copies */
 
 typedef struct dec_args {
   tq_decode_call c;
@@ -138,9 +141,9 @@ typedef struct dec_args {
   const float *p_v;           /* (D, D): p_v[k D + i] = P_v[k][i] */
 } dec_args;
 
-/* Dynamic shared memory of the kernel, reused by its phases: P_k and the
+/* Dynamic shared memory of the kernel, reused by its phases: the query
  * rotation's partial sums; then the two pair tables; then the warps' output
- * accumulators; then P_v. */
+ * accumulators; then the partial sums of the value rotation. */
 #define DEC_STAGES 3 /* tiles of one warp in shared memory: this one, two in flight */
 
 /* Bytes of one staged tile: key codes, value codes, 16 key norms, 16 value
@@ -155,13 +158,12 @@ static size_t dec_stage_bytes(uint32_t D, uint32_t kb, uint32_t vb) {
 
 static size_t dec_dyn_smem(uint32_t D, uint32_t kb, uint32_t vb, uint32_t G) {
   size_t np = DEC_THREADS / D;
-  size_t rot = (size_t)D * D * 4 + np * 8 * D * 4;
-  size_t tab = (size_t)((1u << (2 * kb)) + (1u << (2 * vb))) * TAB_COPIES * 4;
-  size_t mrg = (size_t)DEC_WARPS * G * D * 4;
-  size_t unrot = (size_t)D * D * 4;
+  size_t rot = np * 8 * D * 4; /* the rotations' partial sums */
+  size_t ne = (size_t)1 << (2 * (kb > vb ? kb : vb));
+  size_t tab = ne * TAB_STRIDE;
+  size_t mrg = (size_t)DEC_WARPS * G * (D + D / 32) * 4;
   size_t m = rot > tab ? rot : tab;
   m = m > mrg ? m : mrg;
-  m = m > unrot ? m : unrot;
   return dec_stage_bytes(D, kb, vb) + m;
 }
 
@@ -269,6 +271,25 @@ __device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t sel) {
   return __byte_perm(a, b, sel);
 }
 
+/* Byte offset in the pair table of the n-bit index at bit off of the word
+ * array w: (index << 8) | lo, lo = the lane's offset (< 256). With off and n
+ * constants after unrolling, one permute (8-bit index on a byte boundary)
+ * or a shift and a masked or. */
+__device__ __forceinline__ uint32_t tab_off(const uint32_t *w, int off, int n, uint32_t lo) {
+  const int i = off >> 5, s = off & 31;
+  if (n == 8 && s % 8 == 0) {
+    /* byte 0 from lo, byte 1 = byte s / 8 of w, bytes 2 and 3 zero (byte 1
+     * of lo). */
+    return prmt(w[i], lo, 0x5504u | (uint32_t)(s / 8) << 4);
+  }
+  if (s + n <= 32) {
+    const uint32_t m = ((1u << n) - 1u) << 8;
+    const uint32_t x = s >= 8 ? w[i] >> (s - 8) : w[i] << (8 - s);
+    return (x & m) | lo;
+  }
+  return (bits_at(w, off, n) << 8) | lo;
+}
+
 /*
  * grid (n_splits, H, n_seqs), DEC_THREADS threads. Each block:
  *   1. rotates the G queries of its KV head (P_k staged in shared memory);
@@ -299,7 +320,7 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
   /* dyn_all: the warps' tile stages (DEC_WARPS, DEC_STAGES, TB bytes), then
    * dyn, the memory the phases share. */
   uint32_t *dyn = dyn_all + DEC_WARPS * DEC_STAGES * TB / 4;
-  __shared__ float sm_x[8][D]; /* scaled queries; later the merged outputs */
+  __shared__ __align__(16) float sm_x[8][D]; /* scaled queries; later the merged outputs */
   __shared__ float sm_q[8][D]; /* rotated queries */
   __shared__ float sm_m[DEC_WARPS][8], sm_l[DEC_WARPS][8];
   __shared__ float sm_f[8][TQ_CUDA_MAX_SPLITS];
@@ -316,7 +337,26 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
   const uint8_t *const *table = a.c.table + (size_t)seq * a.c.max_blocks;
   const uint32_t B = a.B;
 
-  /* The first two tiles' copies go out before the set-up. */
+  /* The set-up's loads first (the rotation's columns of pt_k, the
+   * centroids, the queries: all independent, all in flight together), then
+   * the first two tiles' copies (B is a multiple of 64, so a tile never
+   * crosses a block). */
+  __shared__ float sm_kc[16], sm_vc[16];
+  constexpr int RP = D / NP; /* rows of a rotation part */
+  constexpr int QW = (8 * D + DEC_THREADS - 1) / DEC_THREADS;
+  float pr[RP], qv[QW], cv = 0.0f;
+#pragma unroll
+  for (int u = 0; u < RP; u++) pr[u] = __ldg(a.pt_k + (size_t)((tid / D) * RP + u) * D + tid % D);
+  if (tid < (1u << KB)) cv = __ldg(a.kcent + tid);
+  if (tid >= 32 && tid < 32 + (1u << VB)) cv = __ldg(a.vcent + tid - 32);
+  {
+    const float *qb = a.c.q + ((size_t)seq * Hq + (size_t)h * G) * D;
+#pragma unroll
+    for (int k = 0; k < QW; k++) {
+      const uint32_t x = tid + k * DEC_THREADS;
+      qv[k] = x < G * D ? qb[x] : 0.0f;
+    }
+  }
   const uint32_t step = DEC_WARPS * TILE;
   uint8_t *stg = (uint8_t *)dyn_all + (size_t)warp * DEC_STAGES * TB;
   uint32_t t0 = lo + warp * TILE;
@@ -327,29 +367,32 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
     cp_async_commit();
   }
 
-  /* 1. Rotation: sm_q[g] = P_k (q_g * scale) * log2(e). */
+  /* 1. Rotation: sm_q[g] = P_k (q_g * scale) * log2(e). Thread (i, part)
+   * holds column i of rows [part D/NP, (part + 1) D/NP) of pt_k in
+   * registers (coalesced loads, all in flight with the queries' and the
+   * centroids'); the NP parts are summed through shared memory. */
   {
-    float *pk = (float *)dyn;              /* (D, D) copy of pt_k */
-    float *red = (float *)dyn + D * D;     /* (NP, 8, D) partial sums */
-    const float4 *src = (const float4 *)a.pt_k;
-    float4 x4[D * D / 4 / DEC_THREADS];
-#pragma unroll
-    for (int u = 0; u < D * D / 4 / DEC_THREADS; u++) x4[u] = __ldg(src + tid + u * DEC_THREADS);
-#pragma unroll
-    for (int u = 0; u < D * D / 4 / DEC_THREADS; u++) ((float4 *)pk)[tid + u * DEC_THREADS] = x4[u];
-    const float *qb = a.c.q + ((size_t)seq * Hq + (size_t)h * G) * D;
-    for (uint32_t i = tid; i < G * D; i += DEC_THREADS) sm_x[i / D][i % D] = qb[i] * a.c.scale;
-    __syncthreads();
+    float *red = (float *)dyn; /* (NP, 8, D) partial sums */
     const uint32_t i = tid % D, part = tid / D;
+    if (tid < (1u << KB)) sm_kc[tid] = cv;
+    if (tid >= 32 && tid < 32 + (1u << VB)) sm_vc[tid - 32] = cv;
+#pragma unroll
+    for (int k = 0; k < QW; k++) {
+      const uint32_t x = tid + k * DEC_THREADS;
+      if (x < G * D) sm_x[x / D][x % D] = qv[k] * a.c.scale;
+    }
+    __syncthreads();
     float acc[8];
 #pragma unroll
     for (int g = 0; g < 8; g++) acc[g] = 0.0f;
-#pragma unroll 4
-    for (uint32_t jj = part * (D / NP); jj < (part + 1) * (D / NP); jj++) {
-      float p = pk[jj * D + i];
+#pragma unroll
+    for (int u = 0; u < RP; u += 4) {
 #pragma unroll
       for (int g = 0; g < 8; g++)
-        if (g < (int)G) acc[g] += p * sm_x[g][jj];
+        if (g < (int)G) {
+          const float4 x = *(const float4 *)&sm_x[g][part * RP + u];
+          acc[g] += pr[u] * x.x + pr[u + 1] * x.y + pr[u + 2] * x.z + pr[u + 3] * x.w;
+        }
     }
 #pragma unroll
     for (int g = 0; g < 8; g++)
@@ -366,17 +409,31 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
   }
 
   /* Pair tables: entry i = half2 (c[i & mask], c[i >> bits]), one copy per
-   * bank. */
-  uint32_t *t2k = dyn, *t2v = dyn + KE * TAB_COPIES;
-  for (uint32_t i = tid; i < KE * TAB_COPIES; i += DEC_THREADS) {
-    uint32_t e = i / TAB_COPIES;
-    t2k[i] = pack_half2(a.kcent[e & ((1u << KB) - 1)], a.kcent[e >> KB]);
+   * bank; the centroids come from shared memory. */
+  constexpr int NE = KE > VE ? KE : VE;
+  constexpr int NW = NE * (TAB_STRIDE / 4) / DEC_THREADS; /* words per thread */
+  static_assert(NW * DEC_THREADS == NE * (TAB_STRIDE / 4), "table words");
+  {
+    /* All of a thread's centroid reads before its stores (the stores could
+     * alias them), so the reads are not serialized. */
+    constexpr int CH = NW < 8 ? NW : 8; /* words per batch of reads */
+#pragma unroll
+    for (int k0 = 0; k0 < NW; k0 += CH) {
+      uint32_t x[CH];
+#pragma unroll
+      for (int k = 0; k < CH; k++) {
+        const uint32_t i = tid + (k0 + k) * DEC_THREADS, e = i / (TAB_STRIDE / 4), isv = i & 32u;
+        x[k] = 0;
+        if (!isv && e < (uint32_t)KE) x[k] = pack_half2(sm_kc[e & ((1u << KB) - 1)], sm_kc[e >> KB]);
+        if (isv && e < (uint32_t)VE) x[k] = pack_half2(sm_vc[e & ((1u << VB) - 1)], sm_vc[e >> VB]);
+      }
+#pragma unroll
+      for (int k = 0; k < CH; k++) dyn[tid + (k0 + k) * DEC_THREADS] = x[k];
+    }
   }
-  for (uint32_t i = tid; i < VE * TAB_COPIES; i += DEC_THREADS) {
-    uint32_t e = i / TAB_COPIES;
-    t2v[i] = pack_half2(a.vcent[e & ((1u << VB) - 1)], a.vcent[e >> VB]);
-  }
-  const uint32_t *tk = t2k + lane, *tv = t2v + lane;
+  const uint8_t *tab = (const uint8_t *)dyn;
+  const uint32_t klo = 4 * lane, vlo = 128 + 4 * lane;
+#define TAB(o) (*(const uint32_t *)(tab + (o)))
 
   /* Query B fragments: column n = r of n-tile nt is head 4 nt + r / 2, its
    * high (r even) or low (r odd) fp16 half; k-slot 2j + e of k-step s is
@@ -423,19 +480,31 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
     __syncwarp();
     load_tile<D, KB, VB>(cur, stg + (it % DEC_STAGES) * TB, lane);
 
-    float sc[NG][4];
+    /* Two accumulator sets (even and odd k-steps): two chains of KS / 2
+     * dependent MMAs instead of one of KS. */
+    float sc[NG][4], sd[NG][4];
 #pragma unroll
-    for (int nt = 0; nt < NG; nt++) sc[nt][0] = sc[nt][1] = sc[nt][2] = sc[nt][3] = 0.0f;
+    for (int nt = 0; nt < NG; nt++) {
+      sc[nt][0] = sc[nt][1] = sc[nt][2] = sc[nt][3] = 0.0f;
+      sd[nt][0] = sd[nt][1] = sd[nt][2] = sd[nt][3] = 0.0f;
+    }
 #pragma unroll
     for (int s = 0; s < KS; s++) {
       uint32_t ka[4];
-      ka[0] = tk[bits_at(cur.k[0], 4 * s * KB, 2 * KB) * TAB_COPIES];
-      ka[1] = tk[bits_at(cur.k[1], 4 * s * KB, 2 * KB) * TAB_COPIES];
-      ka[2] = tk[bits_at(cur.k[0], (4 * s + 2) * KB, 2 * KB) * TAB_COPIES];
-      ka[3] = tk[bits_at(cur.k[1], (4 * s + 2) * KB, 2 * KB) * TAB_COPIES];
+      ka[0] = TAB(tab_off(cur.k[0], 4 * s * KB, 2 * KB, klo));
+      ka[1] = TAB(tab_off(cur.k[1], 4 * s * KB, 2 * KB, klo));
+      ka[2] = TAB(tab_off(cur.k[0], (4 * s + 2) * KB, 2 * KB, klo));
+      ka[3] = TAB(tab_off(cur.k[1], (4 * s + 2) * KB, 2 * KB, klo));
 #pragma unroll
-      for (int nt = 0; nt < NG; nt++) mma_16816(sc[nt], ka, qf[nt][s][0], qf[nt][s][1]);
+      for (int nt = 0; nt < NG; nt++) {
+        if (s & 1) mma_16816(sd[nt], ka, qf[nt][s][0], qf[nt][s][1]);
+        else mma_16816(sc[nt], ka, qf[nt][s][0], qf[nt][s][1]);
+      }
     }
+#pragma unroll
+    for (int nt = 0; nt < NG; nt++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) sc[nt][e] += sd[nt][e];
 
     const float2 kn = __half22float2(*(const __half2 *)&cur.kn);
     const float2 vn = __half22float2(*(const __half2 *)&cur.vn);
@@ -502,13 +571,18 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
       const uint32_t zb = ((cur.v[0][0] >> 2) & 0x33333333u) | (cur.v[1][0] & 0xccccccccu);
       const uint32_t zc = (cur.v[2][0] & 0x33333333u) | ((cur.v[3][0] << 2) & 0xccccccccu);
       const uint32_t zd = ((cur.v[2][0] >> 2) & 0x33333333u) | (cur.v[3][0] & 0xccccccccu);
+      /* Nibbles spread to bytes: nibble 2i of z is byte i of z & 0x0f0f0f0f,
+       * nibble 2i + 1 byte i of (z >> 4) & 0x0f0f0f0f; one permute each. */
+      const uint32_t zz[8] = {za & 0x0f0f0f0fu, (za >> 4) & 0x0f0f0f0fu,
+                              zb & 0x0f0f0f0fu, (zb >> 4) & 0x0f0f0f0fu,
+                              zc & 0x0f0f0f0fu, (zc >> 4) & 0x0f0f0f0fu,
+                              zd & 0x0f0f0f0fu, (zd >> 4) & 0x0f0f0f0fu};
 #pragma unroll
       for (int mt = 0; mt < NMT; mt++) {
         uint32_t va[4];
-        va[0] = tv[((za >> (4 * mt)) & 15u) * TAB_COPIES];
-        va[1] = tv[((zb >> (4 * mt)) & 15u) * TAB_COPIES];
-        va[2] = tv[((zc >> (4 * mt)) & 15u) * TAB_COPIES];
-        va[3] = tv[((zd >> (4 * mt)) & 15u) * TAB_COPIES];
+#pragma unroll
+        for (int e = 0; e < 4; e++)
+          va[e] = TAB(prmt(zz[2 * e + (mt & 1)], vlo, 0x5504u | (uint32_t)(mt >> 1) << 4));
         mma_16816(o[mt], va, pb0, pb1);
       }
     } else {
@@ -519,7 +593,7 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
         for (int e = 0; e < 4; e++) {
           const int c = 2 * mt + (e & 1), p = (e >> 1) * 2;
           uint32_t i = bits_at(cur.v[p], c * VB, VB) | (bits_at(cur.v[p + 1], c * VB, VB) << VB);
-          va[e] = tv[i * TAB_COPIES];
+          va[e] = TAB((i << 8) | vlo);
         }
         mma_16816(o[mt], va, pb0, pb1);
       }
@@ -535,7 +609,11 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
     l[nt] += __shfl_xor_sync(0xffffffffu, l[nt], 16);
   }
   __syncthreads();
-  float *sm_o = (float *)dyn; /* (DEC_WARPS, G, D) */
+  /* (DEC_WARPS, G) rows of OS words: coordinate c at c + c / 32, rows
+   * OS = D + D / 32 apart, so a warp's stores (16 coordinates apart, 4
+   * heads) hit at most 2 lanes per bank, and the reads stay contiguous. */
+  constexpr int OS = D + D / 32;
+  float *sm_o = (float *)dyn;
   if (r == 0) {
 #pragma unroll
     for (int nt = 0; nt < NG; nt++) {
@@ -548,7 +626,8 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
 #pragma unroll
     for (int e = 0; e < 4; e++) {
       uint32_t hd = 2 * j + (e & 1);
-      if (hd < G) sm_o[(warp * G + hd) * D + VCPT * r + 2 * mt + (e >> 1)] = o[mt][e];
+      const uint32_t c = VCPT * r + 2 * mt + (e >> 1);
+      if (hd < G) sm_o[(warp * G + hd) * OS + c + c / 32] = o[mt][e];
     }
   }
   __syncthreads();
@@ -564,7 +643,7 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
     for (int w = 0; w < DEC_WARPS; w++) {
       float f = exp2_diff(sm_m[w][g], M);
       L += sm_l[w][g] * f;
-      acc += sm_o[(w * G + g) * D + c] * f;
+      acc += sm_o[(w * G + g) * OS + c + c / 32] * f;
     }
     size_t at = (base + g) * S + split;
     a.c.part_acc[at * D + c] = acc;
@@ -584,15 +663,12 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
   __syncthreads();
   if (!sm_last) return;
   __threadfence();
-  float *pv = (float *)dyn; /* (D, D) copy of p_v */
-  {
-    const float4 *src = (const float4 *)a.p_v;
-    float4 x4[D * D / 4 / DEC_THREADS];
+  /* P_v^T as the rotation at the start: thread (c, part) holds column c of
+   * rows [part D/NP, (part + 1) D/NP) of P_v, loaded while the partials are
+   * merged. */
+  const uint32_t pc = tid % D, part = tid / D;
 #pragma unroll
-    for (int u = 0; u < D * D / 4 / DEC_THREADS; u++) x4[u] = __ldg(src + tid + u * DEC_THREADS);
-#pragma unroll
-    for (int u = 0; u < D * D / 4 / DEC_THREADS; u++) ((float4 *)pv)[tid + u * DEC_THREADS] = x4[u];
-  }
+  for (int u = 0; u < RP; u++) pr[u] = __ldg(a.p_v + (size_t)(part * RP + u) * D + pc);
   if (warp < G) {
     const uint32_t g = warp;
     const float *ml = a.c.part_ml + (base + g) * S * 2;
@@ -625,16 +701,37 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
     sm_x[g][c] = L > 0.0f ? acc / L : 0.0f;
   }
   __syncthreads();
-  /* out_g = P_v^T y_g: x_i = sum_k P_v[k][i] y_k. */
-  for (uint32_t i = tid; i < G * D; i += DEC_THREADS) {
-    uint32_t g = i / D, c = i % D;
-    float x = 0.0f;
-#pragma unroll 8
-    for (uint32_t k = 0; k < D; k++) x += pv[k * D + c] * sm_x[g][k];
-    a.c.out[(base + g) * D + c] = x;
+  /* out_g = P_v^T y_g: x_i = sum_k P_v[k][i] y_k, each part's k range, then
+   * the parts summed. */
+  {
+    float *red = (float *)dyn; /* (NP, 8, D) */
+    float acc[8];
+#pragma unroll
+    for (int g = 0; g < 8; g++) acc[g] = 0.0f;
+#pragma unroll
+    for (int u = 0; u < RP; u += 4) {
+#pragma unroll
+      for (int g = 0; g < 8; g++)
+        if (g < (int)G) {
+          const float4 y = *(const float4 *)&sm_x[g][part * RP + u];
+          acc[g] += pr[u] * y.x + pr[u + 1] * y.y + pr[u + 2] * y.z + pr[u + 3] * y.w;
+        }
+    }
+#pragma unroll
+    for (int g = 0; g < 8; g++)
+      if (g < (int)G) red[(part * 8 + g) * D + pc] = acc[g];
+    __syncthreads();
+    for (uint32_t i = tid; i < G * D; i += DEC_THREADS) {
+      uint32_t g = i / D, c = i % D;
+      float x = 0.0f;
+#pragma unroll
+      for (int p = 0; p < NP; p++) x += red[(p * 8 + g) * D + c];
+      a.c.out[(base + g) * D + c] = x;
+    }
   }
   if (tid == 0) a.c.counters[(size_t)seq * H + h] = 0u;
 }
+#undef TAB
 
 template <int D, int KB, int VB, int NG>
 static tq_status launch_decode(tq_cuda_ctx *ctx, const dec_args *a, dim3 grid, uint32_t *slots) {
