@@ -38,6 +38,9 @@ typedef struct attn_call {
   /* Decode partial results: (H, n_seg, G) states and accumulators. */
   head_state *part_state;
   float *part_acc;              /* (H, n_seg, G, 2 * d): original then rotated domain */
+  /* Decode: each KV head's prepared queries, shared by its segments: per
+   * head PREP_FLOATS(G, d) floats (scaled, rotated, key-mean offsets). */
+  float *prep;
   atomic_int status;
 } attn_call;
 
@@ -53,6 +56,15 @@ typedef struct task_mem {
   head_state *st;  /* (G,) */
   void *base;
 } task_mem;
+
+#define PREP_FLOATS(G, d) ((size_t)(G) * (d) * 2 + (G))
+
+/* Points m's query fields at one head's block of PREP_FLOATS floats. */
+static void prep_view(task_mem *m, float *f, uint32_t G, uint32_t d) {
+  m->qs = f;
+  m->qr[0] = f + (size_t)G * d;
+  m->koff = f + (size_t)G * d * 2;
+}
 
 static int task_mem_alloc(task_mem *m, uint32_t G, uint32_t d, uint32_t B) {
   size_t n = (size_t)G * d * 4 + (size_t)G + (size_t)G * B * 2;
@@ -70,14 +82,29 @@ static int task_mem_alloc(task_mem *m, uint32_t G, uint32_t d, uint32_t B) {
   return 1;
 }
 
+/* The largest of s[0 .. n-1], n >= 1. Eight independent running maxima, so
+ * that the compiler can keep them in one vector register instead of a
+ * chain of dependent comparisons; the maximum does not depend on the
+ * order. */
+static float row_max(const float *s, uint32_t n) {
+  float m[8];
+  for (uint32_t k = 0; k < 8; k++) m[k] = s[0];
+  uint32_t t = 0;
+  for (; t + 8 <= n; t += 8)
+    for (uint32_t k = 0; k < 8; k++) m[k] = s[t + k] > m[k] ? s[t + k] : m[k];
+  for (; t < n; t++) m[0] = s[t] > m[0] ? s[t] : m[0];
+  float mx = m[0];
+  for (uint32_t k = 1; k < 8; k++) mx = m[k] > mx ? m[k] : mx;
+  return mx;
+}
+
 /* Scores of one chunk are in m->s (G, n); folds them into the softmax state
  * (turning them into weights) and rescales the accumulators. */
 static void softmax_update(const attn_call *a, task_mem *m, uint32_t n, int compressed) {
   uint32_t G = a->G, d = a->d;
   for (uint32_t g = 0; g < G; g++) {
     float *s = m->s + (size_t)g * n;
-    float mx = s[0];
-    for (uint32_t t = 1; t < n; t++) mx = s[t] > mx ? s[t] : mx;
+    float mx = row_max(s, n);
     head_state *st = &m->st[g];
     if (mx > st->m) {
       if (st->l > 0.0f) {
@@ -306,7 +333,15 @@ static void run_task(void *ctx, uint32_t index) {
     atomic_store(&a->status, TQ_ERR_OUT_OF_MEMORY);
     return;
   }
-  prepare_queries(a, &m, ln, i, h);
+  if (a->prep) {
+    const float *f = a->prep + h * PREP_FLOATS(a->G, a->d);
+    memcpy(m.qs, f, (size_t)a->G * a->d * sizeof(float));
+    memcpy(m.qr[0], f + (size_t)a->G * a->d, (size_t)a->G * a->d * sizeof(float));
+    memcpy(m.koff, f + (size_t)a->G * a->d * 2, a->G * sizeof(float));
+    m.qr[1] = m.qr[0] + (a->L->k.n_groups ? (size_t)a->G * a->L->k.dim[0] : 0);
+  } else {
+    prepare_queries(a, &m, ln, i, h);
+  }
   reset_state(&m, a->G, a->d);
   uint32_t pos = a->T - a->n_q + i; /* the query's own position */
   uint32_t lo = seg * a->seg_tokens;
@@ -402,10 +437,19 @@ tq_status tq_cache_attention(const tq_cache *cache, uint32_t layer, const float 
     size_t states = (size_t)H * a.n_seg * a.G;
     a.part_state = malloc(states * sizeof *a.part_state);
     a.part_acc = malloc(states * 2 * a.d * sizeof(float));
-    if (!a.part_state || !a.part_acc) {
+    /* The queries are scaled and rotated once per KV head here, not once
+     * per segment in every task. */
+    a.prep = calloc(H * PREP_FLOATS(a.G, a.d), sizeof(float));
+    if (!a.part_state || !a.part_acc || !a.prep) {
       free(a.part_state);
       free(a.part_acc);
+      free(a.prep);
       return TQ_ERR_OUT_OF_MEMORY;
+    }
+    for (uint32_t h = 0; h < H; h++) {
+      task_mem view;
+      prep_view(&view, a.prep + h * PREP_FLOATS(a.G, a.d), a.G, a.d);
+      prepare_queries(&a, &view, &L->lanes[h], 0, h);
     }
   }
   tq_pool_run(pool, n_q * H * a.n_seg, run_task, &a);
@@ -413,6 +457,7 @@ tq_status tq_cache_attention(const tq_cache *cache, uint32_t layer, const float 
     for (uint32_t h = 0; h < H && atomic_load(&a.status) == TQ_OK; h++) merge_segments(&a, h);
     free(a.part_state);
     free(a.part_acc);
+    free(a.prep);
   }
   return (tq_status)atomic_load(&a.status);
 }
