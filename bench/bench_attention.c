@@ -20,8 +20,10 @@
  *   caches the whole fp16 layer can be, up to about 32k tokens).
  *
  * Usage: bench_attention [--quick] [--threads N] [--max-context N]
- *                        [--reps N] [--flush-mib N]
+ *                        [--reps N] [--flush-mib N] [--block N]
  *   --quick: contexts 1k and 4k only, fewer repetitions.
+ *   --block: tokens per cache block (default: the library's, 256), for
+ *            every configuration.
  */
 #include <math.h>
 #include <stdio.h>
@@ -113,7 +115,7 @@ static int parse_u32(const char *s, uint32_t lo, uint32_t hi, uint32_t *out) {
 
 int main(int argc, char **argv) {
   int quick = 0;
-  uint32_t threads = 0, max_context = 131072, reps = 0, flush_mib = 1024;
+  uint32_t threads = 0, max_context = 131072, reps = 0, flush_mib = 1024, block = 0;
   for (int i = 1; i < argc; i++) {
     int bad = 0;
     if (!strcmp(argv[i], "--quick")) quick = 1;
@@ -121,10 +123,11 @@ int main(int argc, char **argv) {
     else if (!strcmp(argv[i], "--max-context") && i + 1 < argc) bad = parse_u32(argv[++i], 1, 1u << 20, &max_context);
     else if (!strcmp(argv[i], "--reps") && i + 1 < argc) bad = parse_u32(argv[++i], 1, MAX_REPS, &reps);
     else if (!strcmp(argv[i], "--flush-mib") && i + 1 < argc) bad = parse_u32(argv[++i], 0, 1u << 16, &flush_mib);
+    else if (!strcmp(argv[i], "--block") && i + 1 < argc) bad = parse_u32(argv[++i], 16, 65536, &block);
     else bad = 1;
     if (bad) {
       fprintf(stderr, "usage: bench_attention [--quick] [--threads N] [--max-context N] [--reps N (1-%d)] "
-                      "[--flush-mib N]\n", MAX_REPS);
+                      "[--flush-mib N] [--block N]\n", MAX_REPS);
       return 2;
     }
   }
@@ -155,6 +158,7 @@ int main(int argc, char **argv) {
     tq_cache_params p = tq_cache_params_default(1, N_KV_HEADS, HEAD_DIM);
     p.mode = configs[c].mode;
     p.max_tokens = contexts[n_ctx - 1];
+    if (block) p.block_tokens = block;
     if (p.mode == TQ_CACHE_TURBOQUANT) p.key_bits = configs[c].kb, p.value_bits = configs[c].vb;
     if ((st = tq_cache_create(&p, &cache[c])) != TQ_OK) return fail("cache", st);
   }
@@ -195,8 +199,9 @@ int main(int argc, char **argv) {
   fprintf(stderr, "\r%40s\r", "");
 
   printf("decode attention, one layer: %d query heads, %d KV heads, head size %d, %u threads, "
-         "SIMD %s; median of %u repetitions\n",
-         N_Q_HEADS, N_KV_HEADS, HEAD_DIM, tq_pool_size(pool), tq_simd_name(tq_simd_default()), reps);
+         "SIMD %s, blocks of %u tokens; median of %u repetitions\n",
+         N_Q_HEADS, N_KV_HEADS, HEAD_DIM, tq_pool_size(pool), tq_simd_name(tq_simd_default()),
+         block ? block : tq_cache_params_default(1, 1, HEAD_DIM).block_tokens, reps);
   printf("cold: %u MiB of other data passed through the caches before each call; "
          "hot: the call repeated at once\n\n", flush_mib);
   for (int pass = 0; pass < 2; pass++) {

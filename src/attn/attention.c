@@ -169,9 +169,13 @@ static void chunk_codes(const attn_call *a, task_mem *m, const uint8_t *blk, uin
   }
   for (uint32_t g = 0; g < G; g++) {
     float *s = m->s + (size_t)g * n;
+    const float *s2 = m->s2 + (size_t)g * n;
     if (L->k.n_groups == 2)
-      for (uint32_t t = 0; t < n; t++) s[t] += m->s2[(size_t)g * n + t];
-    for (uint32_t t = 0; t < n; t++) s[t] += m->koff[g];
+      for (uint32_t t = 0; t < n; t++) s[t] += s2[t];
+    /* The offset is exactly 0 without centering: nothing to add. */
+    const float off = m->koff[g];
+    if (off != 0.0f)
+      for (uint32_t t = 0; t < n; t++) s[t] += off;
   }
   softmax_update(a, m, n, 1);
   float *acc = m->acc_r;
