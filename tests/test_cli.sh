@@ -206,6 +206,11 @@ if [ -f "$model" ]; then
   check "--kl-base gives the KLD of running fp16 beside; --kv-bytes-at 32 counts what the run held" sh -c "command -v python3 >/dev/null || exit 0; python3 -c 'import json,sys; a=json.load(open(sys.argv[1])); b=json.load(open(sys.argv[2])); assert abs(a[\"kld_mean\"]-b[\"kld_mean\"]) <= 1e-5*a[\"kld_mean\"]+1e-9 and a[\"top1_agreement\"]==b[\"top1_agreement\"] and b[\"kv_bytes_at\"][\"32\"]==b[\"kv_bytes\"]' \"$out.side\" \"$out\""
   expect_fail "perplexity --kl-base saved with another -c" 1 perplexity -m "$model" -f "$out.txt" -c 16 --kl-base "$out.base"
   expect_fail "perplexity --kl-base with --kl-divergence" 2 perplexity -m "$model" -f "$out.txt" -c 32 --kl-base "$out.base" --kl-divergence
+  # A baseline whose last log-probability is damaged (made positive): refused.
+  head -c -4 "$out.base" >"$out.bad" && printf '\000\000\200\077' >>"$out.bad"
+  expect_fail "perplexity --kl-base with a damaged log-probability" 1 perplexity -m "$model" -f "$out.txt" -c 32 --kl-base "$out.bad"
+  head -c -4 "$out.base" >"$out.bad"
+  expect_fail "perplexity --kl-base cut short" 1 perplexity -m "$model" -f "$out.txt" -c 32 --kl-base "$out.bad"
   rm -f "$out.side" "$out.base"
   rm -f "$out.txt"
   expect_fail "run without a prompt" 2 run -m "$model"

@@ -339,7 +339,15 @@ int cmd_perplexity_run(int argc, char **argv) {
               rc = cli_error(PROG, "%s: file ends early", base_in);
               goto done;
             }
-            for (uint32_t i = 0; i < V; i++) lpb[i] = frow[i];
+            for (uint32_t i = 0; i < V; i++) {
+              /* Log-probabilities: finite and at most 0 (a little rounding
+               * allowed); anything else is a damaged file. */
+              if (!(frow[i] <= 1e-3f) || !isfinite(frow[i])) {
+                rc = cli_error(PROG, "%s: not a log-probability at window %u (damaged file?)", base_in, c);
+                goto done;
+              }
+              lpb[i] = frow[i];
+            }
           }
           double bn = -lpb[w[j + 1]], kl = 0.0;
           S.bnll += bn, S.bnll2 += bn * bn;
