@@ -510,26 +510,43 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
     const float2 vn = __half22float2(*(const __half2 *)&cur.vn);
     const bool ok0 = t0 + r < hi, ok1 = t0 + r + 8 < hi;
     uint32_t pk[NG];
-    float al[NG];
+    float sv0[NG], sv1[NG];
+    bool keep = true;
 #pragma unroll
     for (int nt = 0; nt < NG; nt++) {
-      float s0 = ok0 ? (sc[nt][0] + sc[nt][1]) * kn.x : -INFINITY;
-      float s1 = ok1 ? (sc[nt][2] + sc[nt][3]) * kn.y : -INFINITY;
-      float mx = fmaxf(s0, s1);
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 4));
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 8));
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 16));
-      float mn = fmaxf(m[nt], mx);
-      al[nt] = exp2_diff(m[nt], mn);
-      m[nt] = mn;
-      float p0 = exp2_diff(s0, mn), p1 = exp2_diff(s1, mn);
-      l[nt] = l[nt] * al[nt] + (p0 + p1);
-      /* A weight's fp16 rounding (2^-12) averages out over the tokens. */
-      pk[nt] = pack_half2(p0 > 0.0f ? p0 * vn.x : 0.0f, p1 > 0.0f ? p1 * vn.y : 0.0f);
+      sv0[nt] = ok0 ? (sc[nt][0] + sc[nt][1]) * kn.x : -INFINITY;
+      sv1[nt] = ok1 ? (sc[nt][2] + sc[nt][3]) * kn.y : -INFINITY;
+      keep = keep && sv0[nt] <= m[nt] && sv1[nt] <= m[nt];
     }
+    if (__all_sync(0xffffffffu, keep)) {
+      /* No score above its head's running maximum (the usual case after the
+       * first tiles): the maxima stay, the factor is 1 (the other branch
+       * would compute exactly these values), no reduction, no rescale. */
+#pragma unroll
+      for (int nt = 0; nt < NG; nt++) {
+        const float p0 = exp2_diff(sv0[nt], m[nt]), p1 = exp2_diff(sv1[nt], m[nt]);
+        l[nt] += p0 + p1;
+        pk[nt] = pack_half2(p0 > 0.0f ? p0 * vn.x : 0.0f, p1 > 0.0f ? p1 * vn.y : 0.0f);
+      }
+    } else {
+      float al[NG];
+#pragma unroll
+      for (int nt = 0; nt < NG; nt++) {
+        const float s0 = sv0[nt], s1 = sv1[nt];
+        float mx = fmaxf(s0, s1);
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 4));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 8));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 16));
+        float mn = fmaxf(m[nt], mx);
+        al[nt] = exp2_diff(m[nt], mn);
+        m[nt] = mn;
+        float p0 = exp2_diff(s0, mn), p1 = exp2_diff(s1, mn);
+        l[nt] = l[nt] * al[nt] + (p0 + p1);
+        /* A weight's fp16 rounding (2^-12) averages out over the tokens. */
+        pk[nt] = pack_half2(p0 > 0.0f ? p0 * vn.x : 0.0f, p1 > 0.0f ? p1 * vn.y : 0.0f);
+      }
 
-    /* Rescale O where a head's maximum moved (rarely after the first tiles). */
-    {
+      /* Rescale O where a head's maximum moved. */
       const uint32_t sa = (2 * j) & 3, sb = (2 * j + 1) & 3;
       float aa = __shfl_sync(0xffffffffu, al[0], sa), ab = __shfl_sync(0xffffffffu, al[0], sb);
       if constexpr (NG == 2) {
