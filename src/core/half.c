@@ -6,6 +6,7 @@
  */
 #include <string.h>
 
+#include "core/half_bits.h"
 #include "tqai.h"
 
 static uint32_t f32_bits(float x) {
@@ -20,33 +21,7 @@ static float bits_f32(uint32_t u) {
   return x;
 }
 
-uint16_t tq_f32_to_f16(float x) {
-  uint32_t u = f32_bits(x);
-  uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
-  uint32_t exp = (u >> 23) & 0xffu;
-  uint32_t mant = u & 0x7fffffu;
-  if (exp == 0xffu) {
-    if (mant == 0) return (uint16_t)(sign | 0x7c00u);
-    return (uint16_t)(sign | 0x7e00u | (mant >> 13));
-  }
-  int32_t e = (int32_t)exp - 127 + 15;
-  if (e >= 31) return (uint16_t)(sign | 0x7c00u);
-  if (e <= 0) {
-    /* Subnormal half (or zero): shift the mantissa with its hidden bit. */
-    if (e < -10) return sign;
-    uint32_t m = mant | 0x800000u;
-    uint32_t shift = (uint32_t)(14 - e);
-    uint32_t half = m >> shift;
-    uint32_t rem = m & ((1u << shift) - 1u);
-    uint32_t mid = 1u << (shift - 1u);
-    if (rem > mid || (rem == mid && (half & 1u))) half++;
-    return (uint16_t)(sign | half);
-  }
-  uint32_t half = ((uint32_t)e << 10) | (mant >> 13);
-  uint32_t rem = mant & 0x1fffu;
-  if (rem > 0x1000u || (rem == 0x1000u && (half & 1u))) half++; /* may carry into inf */
-  return (uint16_t)(sign | half);
-}
+uint16_t tq_f32_to_f16(float x) { return tq_half_from_f32_bits(f32_bits(x)); }
 
 float tq_f16_to_f32(uint16_t h) {
   uint32_t sign = (uint32_t)(h & 0x8000u) << 16;

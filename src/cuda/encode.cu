@@ -20,6 +20,7 @@
 #include <cuda_fp16.h>
 #include <math.h>
 
+#include "core/half_bits.h"
 #include "cuda_internal.h"
 
 #define ENC_THREADS 128
@@ -44,34 +45,8 @@ typedef struct enc_args {
   unsigned long long *err;
 } enc_args;
 
-/* tq_f32_to_f16 of src/core/half.c, for finite non-negative inputs and the
- * rest, bit for bit. */
-__device__ static uint16_t f32_to_f16_bits(float x) {
-  uint32_t u = __float_as_uint(x);
-  uint32_t sign = (u >> 16) & 0x8000u;
-  uint32_t exp = (u >> 23) & 0xffu;
-  uint32_t mant = u & 0x7fffffu;
-  if (exp == 0xffu) {
-    if (mant == 0) return (uint16_t)(sign | 0x7c00u);
-    return (uint16_t)(sign | 0x7e00u | (mant >> 13));
-  }
-  int32_t e = (int32_t)exp - 127 + 15;
-  if (e >= 31) return (uint16_t)(sign | 0x7c00u);
-  if (e <= 0) {
-    if (e < -10) return (uint16_t)sign;
-    uint32_t m = mant | 0x800000u;
-    uint32_t shift = (uint32_t)(14 - e);
-    uint32_t half = m >> shift;
-    uint32_t rem = m & ((1u << shift) - 1u);
-    uint32_t mid = 1u << (shift - 1u);
-    if (rem > mid || (rem == mid && (half & 1u))) half++;
-    return (uint16_t)(sign | half);
-  }
-  uint32_t half = ((uint32_t)e << 10) | (mant >> 13);
-  uint32_t rem = mant & 0x1fffu;
-  if (rem > 0x1000u || (rem == 0x1000u && (half & 1u))) half++;
-  return (uint16_t)(sign | half);
-}
+/* tq_f32_to_f16 of src/core/half.c: the same function (core/half_bits.h). */
+__device__ static uint16_t f32_to_f16_bits(float x) { return tq_half_from_f32_bits(__float_as_uint(x)); }
 
 __device__ static float load_elem(const void *x, int dtype, size_t i) {
   if (dtype == TQ_CUDA_F32) return ((const float *)x)[i];
