@@ -307,6 +307,32 @@ __device__ __forceinline__ uint32_t tab_off(const uint32_t *w, int off, int n, u
  *      merges the splits, divides by the softmax sum, applies P_v^T, writes
  *      the output and resets the ticket counter for the next call.
  */
+/* One rotation part of the decode kernel's two matrix-vector products (the
+ * query rotation and the inverse value rotation): this thread holds RP
+ * consecutive rows [part RP, (part + 1) RP) of one column `col` of the
+ * matrix in pr, and writes red[(part * 8 + g) * D + col] = sum over those
+ * rows of pr[u] * x[g][row] for the G heads; the caller sums the parts. */
+template <int D, int RP>
+__device__ __forceinline__ void rotation_part(const float (&pr)[RP], const float (*x)[D],
+                                              uint32_t part, uint32_t col, uint32_t G,
+                                              float *red) {
+  float acc[8];
+#pragma unroll
+  for (int g = 0; g < 8; g++) acc[g] = 0.0f;
+#pragma unroll
+  for (int u = 0; u < RP; u += 4) {
+#pragma unroll
+    for (int g = 0; g < 8; g++)
+      if (g < (int)G) {
+        const float4 v = *(const float4 *)&x[g][part * RP + u];
+        acc[g] += pr[u] * v.x + pr[u + 1] * v.y + pr[u + 2] * v.z + pr[u + 3] * v.w;
+      }
+  }
+#pragma unroll
+  for (int g = 0; g < 8; g++)
+    if (g < (int)G) red[(part * 8 + g) * D + col] = acc[g];
+}
+
 template <int D, int KB, int VB, int NG>
 __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
   constexpr int KS = D / 16;   /* k-steps of the score MMAs */
@@ -382,21 +408,7 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
       if (x < G * D) sm_x[x / D][x % D] = qv[k] * a.c.scale;
     }
     __syncthreads();
-    float acc[8];
-#pragma unroll
-    for (int g = 0; g < 8; g++) acc[g] = 0.0f;
-#pragma unroll
-    for (int u = 0; u < RP; u += 4) {
-#pragma unroll
-      for (int g = 0; g < 8; g++)
-        if (g < (int)G) {
-          const float4 x = *(const float4 *)&sm_x[g][part * RP + u];
-          acc[g] += pr[u] * x.x + pr[u + 1] * x.y + pr[u + 2] * x.z + pr[u + 3] * x.w;
-        }
-    }
-#pragma unroll
-    for (int g = 0; g < 8; g++)
-      if (g < (int)G) red[(part * 8 + g) * D + i] = acc[g];
+    rotation_part<D, RP>(pr, sm_x, part, i, G, red);
     __syncthreads();
     for (uint32_t k = tid; k < G * D; k += DEC_THREADS) {
       uint32_t g = k / D, c = k % D;
@@ -722,21 +734,7 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
    * the parts summed. */
   {
     float *red = (float *)dyn; /* (NP, 8, D) */
-    float acc[8];
-#pragma unroll
-    for (int g = 0; g < 8; g++) acc[g] = 0.0f;
-#pragma unroll
-    for (int u = 0; u < RP; u += 4) {
-#pragma unroll
-      for (int g = 0; g < 8; g++)
-        if (g < (int)G) {
-          const float4 y = *(const float4 *)&sm_x[g][part * RP + u];
-          acc[g] += pr[u] * y.x + pr[u + 1] * y.y + pr[u + 2] * y.z + pr[u + 3] * y.w;
-        }
-    }
-#pragma unroll
-    for (int g = 0; g < 8; g++)
-      if (g < (int)G) red[(part * 8 + g) * D + pc] = acc[g];
+    rotation_part<D, RP>(pr, sm_x, part, pc, G, red);
     __syncthreads();
     for (uint32_t i = tid; i < G * D; i += DEC_THREADS) {
       uint32_t g = i / D, c = i % D;
