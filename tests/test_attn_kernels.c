@@ -345,6 +345,32 @@ static void test_exp_sum(void) {
     }
 }
 
+/* row_max equals the scalar definition exactly, over the vector tails, with
+ * NaN elements skipped and a NaN first element kept. */
+static void test_row_max(void) {
+  static const uint32_t sizes[] = {1, 2, 7, 8, 15, 16, 17, 31, 32, 33, 100, 256, 1000};
+  for (size_t a = 0; a < COUNT(sizes); a++)
+    for (int variant = 0; variant < 4; variant++) {
+      uint32_t n = sizes[a];
+      float *x = xmalloc(n * sizeof *x);
+      for (uint32_t i = 0; i < n; i++) x[i] = uniform(-50.0f, 50.0f) - (variant == 1 ? 1e4f : 0.0f);
+      /* The largest at every position in turn across variants and sizes. */
+      x[(a * 7 + (size_t)variant * 13) % n] = 60.0f + (float)variant;
+      if (variant == 2)
+        for (uint32_t i = 1; i < n; i += 3) x[i] = NAN;
+      if (variant == 3) x[0] = NAN;
+      float got = kern->row_max(x, n), want = tq_attn_kernels_ref.row_max(x, n);
+      if (variant == 3)
+        CHECKF(isnan(got) && isnan(want), "%s row_max: n=%u NaN first gives %g", level_name, n, got);
+      else
+        CHECKF(got == want && !isnan(got), "%s row_max: n=%u variant %d %.9g, expected %.9g",
+               level_name, n, variant, got, want);
+      free(x);
+    }
+  float inf[3] = {-INFINITY, -INFINITY, -INFINITY};
+  CHECKF(kern->row_max(inf, 3) == -INFINITY, "%s row_max: all -inf", level_name);
+}
+
 /* Exact small cases: every code of every width against a known value. */
 static void test_exact_codes(void) {
   for (uint32_t bits = 1; bits <= 8; bits++) {
@@ -411,6 +437,7 @@ static void run_level(tq_simd_level level) {
   TQ_RUN(test_empty);
   TQ_RUN(test_exact_codes);
   TQ_RUN(test_exp_sum);
+  TQ_RUN(test_row_max);
   TQ_RUN(test_codes_all_shapes);
   TQ_RUN(test_codes_more_shapes);
   TQ_RUN(test_f16_all_shapes);

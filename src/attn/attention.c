@@ -82,29 +82,13 @@ static int task_mem_alloc(task_mem *m, uint32_t G, uint32_t d, uint32_t B) {
   return 1;
 }
 
-/* The largest of s[0 .. n-1], n >= 1. Eight independent running maxima, so
- * that the compiler can keep them in one vector register instead of a
- * chain of dependent comparisons; the maximum does not depend on the
- * order. */
-static float row_max(const float *s, uint32_t n) {
-  float m[8];
-  for (uint32_t k = 0; k < 8; k++) m[k] = s[0];
-  uint32_t t = 0;
-  for (; t + 8 <= n; t += 8)
-    for (uint32_t k = 0; k < 8; k++) m[k] = s[t + k] > m[k] ? s[t + k] : m[k];
-  for (; t < n; t++) m[0] = s[t] > m[0] ? s[t] : m[0];
-  float mx = m[0];
-  for (uint32_t k = 1; k < 8; k++) mx = m[k] > mx ? m[k] : mx;
-  return mx;
-}
-
 /* Scores of one chunk are in m->s (G, n); folds them into the softmax state
  * (turning them into weights) and rescales the accumulators. */
 static void softmax_update(const attn_call *a, task_mem *m, uint32_t n, int compressed) {
   uint32_t G = a->G, d = a->d;
   for (uint32_t g = 0; g < G; g++) {
     float *s = m->s + (size_t)g * n;
-    float mx = row_max(s, n);
+    float mx = a->ak->row_max(s, n);
     head_state *st = &m->st[g];
     if (mx > st->m) {
       if (st->l > 0.0f) {
@@ -406,6 +390,9 @@ static void merge_segments(attn_call *a, uint32_t h) {
   free(acc_o);
 }
 
+/* Pool task: the merge of KV head `index`. Heads write disjoint outputs. */
+static void merge_task(void *ctx, uint32_t index) { merge_segments(ctx, index); }
+
 tq_status tq_cache_attention(const tq_cache *cache, uint32_t layer, const float *q, uint32_t n_q,
                              uint32_t n_q_heads, float scale, float *out, tq_pool *pool) {
   if (!cache || !q || !out || layer >= cache->p.n_layers || n_q == 0) return TQ_ERR_INVALID_ARGUMENT;
@@ -458,7 +445,7 @@ tq_status tq_cache_attention(const tq_cache *cache, uint32_t layer, const float 
   }
   tq_pool_run(pool, n_q * H * a.n_seg, run_task, &a);
   if (a.n_seg > 1) {
-    for (uint32_t h = 0; h < H && atomic_load(&a.status) == TQ_OK; h++) merge_segments(&a, h);
+    if (atomic_load(&a.status) == TQ_OK) tq_pool_run(pool, H, merge_task, &a);
     free(a.part_state);
     free(a.part_acc);
     free(a.prep);

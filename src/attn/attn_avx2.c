@@ -772,6 +772,23 @@ static float avx2_exp_sum(float *x, uint32_t n, float m) {
   return _mm_cvtss_f32(h);
 }
 
+/* vmaxps(a, b) returns b when either is NaN: with the running maximum as b,
+ * a NaN element is skipped. Two running maxima; the order does not matter. */
+static float avx2_row_max(const float *x, uint32_t n) {
+  __m256 m0 = _mm256_set1_ps(x[0]), m1 = m0;
+  uint32_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    m0 = _mm256_max_ps(_mm256_loadu_ps(x + i), m0);
+    m1 = _mm256_max_ps(_mm256_loadu_ps(x + i + 8), m1);
+  }
+  for (; i < n; i++) m0 = _mm256_max_ps(_mm256_set1_ps(x[i]), m0);
+  m0 = _mm256_max_ps(m1, m0);
+  __m128 h = _mm_max_ps(_mm256_castps256_ps128(m0), _mm256_extractf128_ps(m0, 1));
+  h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+  h = _mm_max_ss(h, _mm_movehdup_ps(h));
+  return _mm_cvtss_f32(h);
+}
+
 const tq_attn_kernels tq_attn_kernels_avx2 = {
     .level = TQ_SIMD_AVX2,
     .score_codes = avx2_score_codes,
@@ -779,4 +796,5 @@ const tq_attn_kernels tq_attn_kernels_avx2 = {
     .score_f16 = avx2_score_f16,
     .accum_f16 = avx2_accum_f16,
     .exp_sum = avx2_exp_sum,
+    .row_max = avx2_row_max,
 };

@@ -475,8 +475,9 @@ static void avx512_score_codes(const float *q, uint32_t G, uint32_t d, const uin
   if (n == 0) return;
   lut l;
   lut_init(&l, centroids, bits);
-  spread16 sp;
-  spread16_init(&sp, bits);
+  spread16 sp; /* only the dimensions-in-lanes path (bits >= 5) reads it */
+  if (bits > 4) spread16_init(&sp, bits);
+  else memset(&sp, 0, sizeof sp);
   __m512i offsets;
   const __m512i *noff = norm_offsets(stride, &offsets);
   for (uint32_t g0 = 0; g0 < G;) {
@@ -684,8 +685,9 @@ static void avx512_accum_codes(const float *w, uint32_t G, uint32_t d, const uin
   if (n == 0) return;
   lut l;
   lut_init(&l, centroids, bits);
-  spread16 sp;
-  spread16_init(&sp, bits);
+  spread16 sp; /* only the instance for other widths reads it */
+  if (bits != 2 && bits != 4) spread16_init(&sp, bits);
+  else memset(&sp, 0, sizeof sp);
   __m512i offsets;
   const __m512i *noff = norm_offsets(stride, &offsets);
   switch (bits) {
@@ -922,6 +924,22 @@ static float avx512_exp_sum(float *x, uint32_t n, float m) {
   return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
 }
 
+/* vmaxps(a, b) returns b when either is NaN: with the running maximum as b,
+ * a NaN element is skipped. Two running maxima; the order does not matter. */
+static float avx512_row_max(const float *x, uint32_t n) {
+  __m512 m0 = _mm512_set1_ps(x[0]), m1 = m0;
+  uint32_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    m0 = _mm512_max_ps(_mm512_loadu_ps(x + i), m0);
+    m1 = _mm512_max_ps(_mm512_loadu_ps(x + i + 16), m1);
+  }
+  for (; i < n; i += 16) {
+    const __mmask16 mk = first_lanes(min_u32(16, n - i));
+    m0 = _mm512_mask_max_ps(m0, mk, _mm512_maskz_loadu_ps(mk, x + i), m0);
+  }
+  return _mm512_reduce_max_ps(_mm512_max_ps(m1, m0));
+}
+
 const tq_attn_kernels tq_attn_kernels_avx512 = {
     .level = TQ_SIMD_AVX512,
     .score_codes = avx512_score_codes,
@@ -929,4 +947,5 @@ const tq_attn_kernels tq_attn_kernels_avx512 = {
     .score_f16 = avx512_score_f16,
     .accum_f16 = avx512_accum_f16,
     .exp_sum = avx512_exp_sum,
+    .row_max = avx512_row_max,
 };

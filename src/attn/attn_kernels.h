@@ -51,6 +51,10 @@ typedef struct tq_attn_kernels {
   /* x[i] = exp(x[i] - m) for i < n (x[i] <= m, so results are in [0, 1]);
    * returns the sum of the new x[i]. Accurate to a few float ulps. */
   float (*exp_sum)(float *x, uint32_t n, float m);
+
+  /* The largest of x[0 .. n-1], n >= 1. A NaN element is skipped, except
+   * x[0], which is where the search starts (as `x[i] > m ? x[i] : m`). */
+  float (*row_max)(const float *x, uint32_t n);
 } tq_attn_kernels;
 
 extern const tq_attn_kernels tq_attn_kernels_ref;

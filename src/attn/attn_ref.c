@@ -83,6 +83,12 @@ static float ref_exp_sum(float *x, uint32_t n, float m) {
   return sum;
 }
 
+static float ref_row_max(const float *x, uint32_t n) {
+  float m = x[0];
+  for (uint32_t i = 1; i < n; i++) m = x[i] > m ? x[i] : m;
+  return m;
+}
+
 const tq_attn_kernels tq_attn_kernels_ref = {
     .level = TQ_SIMD_SCALAR,
     .score_codes = ref_score_codes,
@@ -90,6 +96,7 @@ const tq_attn_kernels tq_attn_kernels_ref = {
     .score_f16 = ref_score_f16,
     .accum_f16 = ref_accum_f16,
     .exp_sum = ref_exp_sum,
+    .row_max = ref_row_max,
 };
 
 const tq_attn_kernels *tq_attn_kernels_get(tq_simd_level level) {
