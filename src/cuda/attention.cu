@@ -23,6 +23,8 @@
 #define DEC_WARPS 16
 #define DEC_THREADS (DEC_WARPS * 32)
 #define TILE 16
+/* Accumulator sets of the score MMAs (independent chains per tile). */
+#define SCORE_SETS 4
 
 /* ------------------------------------------------------------------------ */
 /* Small helpers                                                             */
@@ -136,14 +138,16 @@ typedef struct dec_args {
   tq_decode_call c;
   uint32_t B, H;
   size_t off_vc, off_kn, off_vn;
-  const float *kcent, *vcent; /* (2^kbits,), (2^vbits,) centroids */
+  float kc[16], vc[16];       /* the 2^kbits and 2^vbits centroids (bits <= 4) */
   const float *pt_k;          /* (D, D): pt_k[j D + i] = P_k[i][j] */
   const float *p_v;           /* (D, D): p_v[k D + i] = P_v[k][i] */
 } dec_args;
 
-/* Dynamic shared memory of the kernel, reused by its phases: the query
- * rotation's partial sums; then the two pair tables; then the warps' output
- * accumulators; then the partial sums of the value rotation. */
+/* Dynamic shared memory of the kernel: the warps' tile stages; the two
+ * rotations' partial sums; and memory reused by the phases: the two pair
+ * tables, then the warps' output accumulators. The partial sums have their
+ * own room so that the tables can be built while the query rotation's loads
+ * are in flight. */
 #define DEC_STAGES 3 /* tiles of one warp in shared memory: this one, two in flight */
 
 /* Bytes of one staged tile: key codes, value codes, 16 key norms, 16 value
@@ -156,15 +160,16 @@ static size_t dec_stage_bytes(uint32_t D, uint32_t kb, uint32_t vb) {
   return (size_t)DEC_WARPS * DEC_STAGES * dec_tile_bytes(D, kb, vb);
 }
 
+/* Bytes of the rotations' partial sums, (DEC_THREADS / D, 8, D) floats. */
+static __host__ __device__ constexpr size_t dec_rot_bytes(uint32_t D) {
+  return (size_t)(DEC_THREADS / D) * 8 * D * 4;
+}
+
 static size_t dec_dyn_smem(uint32_t D, uint32_t kb, uint32_t vb, uint32_t G) {
-  size_t np = DEC_THREADS / D;
-  size_t rot = np * 8 * D * 4; /* the rotations' partial sums */
   size_t ne = (size_t)1 << (2 * (kb > vb ? kb : vb));
   size_t tab = ne * TAB_STRIDE;
   size_t mrg = (size_t)DEC_WARPS * G * (D + D / 32) * 4;
-  size_t m = rot > tab ? rot : tab;
-  m = m > mrg ? m : mrg;
-  return dec_stage_bytes(D, kb, vb) + m;
+  return dec_stage_bytes(D, kb, vb) + dec_rot_bytes(D) + (tab > mrg ? tab : mrg);
 }
 
 __device__ __forceinline__ void cp_async16(void *smem, const void *gmem) {
@@ -343,9 +348,10 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
   constexpr int KE = 1 << (2 * KB), VE = 1 << (2 * VB);
   constexpr int TB = (int)dec_tile_bytes(D, KB, VB);
   extern __shared__ __align__(16) uint32_t dyn_all[];
-  /* dyn_all: the warps' tile stages (DEC_WARPS, DEC_STAGES, TB bytes), then
-   * dyn, the memory the phases share. */
-  uint32_t *dyn = dyn_all + DEC_WARPS * DEC_STAGES * TB / 4;
+  /* dyn_all: the warps' tile stages (DEC_WARPS, DEC_STAGES, TB bytes), the
+   * rotations' partial sums red, then dyn, the memory the phases share. */
+  float *red = (float *)(dyn_all + DEC_WARPS * DEC_STAGES * TB / 4);
+  uint32_t *dyn = dyn_all + DEC_WARPS * DEC_STAGES * TB / 4 + dec_rot_bytes(D) / 4;
   __shared__ __align__(16) float sm_x[8][D]; /* scaled queries; later the merged outputs */
   __shared__ float sm_q[8][D]; /* rotated queries */
   __shared__ float sm_m[DEC_WARPS][8], sm_l[DEC_WARPS][8];
@@ -363,18 +369,16 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
   const uint8_t *const *table = a.c.table + (size_t)seq * a.c.max_blocks;
   const uint32_t B = a.B;
 
-  /* The set-up's loads first (the rotation's columns of pt_k, the
-   * centroids, the queries: all independent, all in flight together), then
-   * the first two tiles' copies (B is a multiple of 64, so a tile never
-   * crosses a block). */
+  /* The set-up's loads first (the rotation's columns of pt_k and the
+   * queries: all independent, all in flight together), then the first two
+   * tiles' copies (B is a multiple of 64, so a tile never crosses a block).
+   * The centroids are kernel arguments. */
   __shared__ float sm_kc[16], sm_vc[16];
   constexpr int RP = D / NP; /* rows of a rotation part */
   constexpr int QW = (8 * D + DEC_THREADS - 1) / DEC_THREADS;
-  float pr[RP], qv[QW], cv = 0.0f;
+  float pr[RP], qv[QW];
 #pragma unroll
   for (int u = 0; u < RP; u++) pr[u] = __ldg(a.pt_k + (size_t)((tid / D) * RP + u) * D + tid % D);
-  if (tid < (1u << KB)) cv = __ldg(a.kcent + tid);
-  if (tid >= 32 && tid < 32 + (1u << VB)) cv = __ldg(a.vcent + tid - 32);
   {
     const float *qb = a.c.q + ((size_t)seq * Hq + (size_t)h * G) * D;
 #pragma unroll
@@ -393,15 +397,35 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
     cp_async_commit();
   }
 
+  /* Pair tables: entry e = half2 (c[e & mask], c[e >> bits]), one copy per
+   * bank, built while the loads above are in flight. Thread u < 2 NE makes
+   * the 32 copies of one half-entry (key half u even, value half u odd):
+   * one value, eight 16-byte stores, the k-th to 16-byte piece (k + u) % 8
+   * so that the eight threads of a store phase hit different banks. */
+  constexpr int NE = KE > VE ? KE : VE;
+  if (tid < (1u << KB)) sm_kc[tid] = a.kc[tid];
+  if (tid >= 32 && tid < 32 + (1u << VB)) sm_vc[tid - 32] = a.vc[tid - 32];
+  __syncthreads();
+  for (uint32_t u = tid; u < 2u * NE; u += DEC_THREADS) {
+    const uint32_t e = u >> 1;
+    uint32_t x = 0;
+    if (!(u & 1u) && e < (uint32_t)KE) x = pack_half2(sm_kc[e & ((1u << KB) - 1)], sm_kc[e >> KB]);
+    if ((u & 1u) && e < (uint32_t)VE) x = pack_half2(sm_vc[e & ((1u << VB) - 1)], sm_vc[e >> VB]);
+    uint4 *row = (uint4 *)((uint8_t *)dyn + (size_t)e * TAB_STRIDE + (u & 1u) * (TAB_STRIDE / 2));
+    const uint4 v4 = make_uint4(x, x, x, x);
+#pragma unroll
+    for (int k = 0; k < 8; k++) row[(k + u) % 8] = v4;
+  }
+  const uint8_t *tab = (const uint8_t *)dyn;
+  const uint32_t klo = 4 * lane, vlo = 128 + 4 * lane;
+#define TAB(o) (*(const uint32_t *)(tab + (o)))
+
   /* 1. Rotation: sm_q[g] = P_k (q_g * scale) * log2(e). Thread (i, part)
    * holds column i of rows [part D/NP, (part + 1) D/NP) of pt_k in
-   * registers (coalesced loads, all in flight with the queries' and the
-   * centroids'); the NP parts are summed through shared memory. */
+   * registers (coalesced loads, all in flight with the queries'); the NP
+   * parts are summed through shared memory. */
   {
-    float *red = (float *)dyn; /* (NP, 8, D) partial sums */
     const uint32_t i = tid % D, part = tid / D;
-    if (tid < (1u << KB)) sm_kc[tid] = cv;
-    if (tid >= 32 && tid < 32 + (1u << VB)) sm_vc[tid - 32] = cv;
 #pragma unroll
     for (int k = 0; k < QW; k++) {
       const uint32_t x = tid + k * DEC_THREADS;
@@ -419,33 +443,6 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
     }
     __syncthreads();
   }
-
-  /* Pair tables: entry i = half2 (c[i & mask], c[i >> bits]), one copy per
-   * bank; the centroids come from shared memory. */
-  constexpr int NE = KE > VE ? KE : VE;
-  constexpr int NW = NE * (TAB_STRIDE / 4) / DEC_THREADS; /* words per thread */
-  static_assert(NW * DEC_THREADS == NE * (TAB_STRIDE / 4), "table words");
-  {
-    /* All of a thread's centroid reads before its stores (the stores could
-     * alias them), so the reads are not serialized. */
-    constexpr int CH = NW < 8 ? NW : 8; /* words per batch of reads */
-#pragma unroll
-    for (int k0 = 0; k0 < NW; k0 += CH) {
-      uint32_t x[CH];
-#pragma unroll
-      for (int k = 0; k < CH; k++) {
-        const uint32_t i = tid + (k0 + k) * DEC_THREADS, e = i / (TAB_STRIDE / 4), isv = i & 32u;
-        x[k] = 0;
-        if (!isv && e < (uint32_t)KE) x[k] = pack_half2(sm_kc[e & ((1u << KB) - 1)], sm_kc[e >> KB]);
-        if (isv && e < (uint32_t)VE) x[k] = pack_half2(sm_vc[e & ((1u << VB) - 1)], sm_vc[e >> VB]);
-      }
-#pragma unroll
-      for (int k = 0; k < CH; k++) dyn[tid + (k0 + k) * DEC_THREADS] = x[k];
-    }
-  }
-  const uint8_t *tab = (const uint8_t *)dyn;
-  const uint32_t klo = 4 * lane, vlo = 128 + 4 * lane;
-#define TAB(o) (*(const uint32_t *)(tab + (o)))
 
   /* Query B fragments: column n = r of n-tile nt is head 4 nt + r / 2, its
    * high (r even) or low (r odd) fp16 half; k-slot 2j + e of k-step s is
@@ -468,7 +465,6 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
       }
     }
   }
-  __syncthreads();
 
   /* 2. The token range. Per n-tile: running max and sum of the head
    * 4 nt + j (the sum is this lane's share). o[mt]: O^T rows VCPT r + 2 mt
@@ -492,14 +488,13 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
     __syncwarp();
     load_tile<D, KB, VB>(cur, stg + (it % DEC_STAGES) * TB, lane);
 
-    /* Two accumulator sets (even and odd k-steps): two chains of KS / 2
-     * dependent MMAs instead of one of KS. */
-    float sc[NG][4], sd[NG][4];
+    /* SCORE_SETS accumulator sets (k-step s into set s % SCORE_SETS):
+     * independent chains of dependent MMAs, summed at the end. */
+    float sacc[SCORE_SETS][NG][4];
 #pragma unroll
-    for (int nt = 0; nt < NG; nt++) {
-      sc[nt][0] = sc[nt][1] = sc[nt][2] = sc[nt][3] = 0.0f;
-      sd[nt][0] = sd[nt][1] = sd[nt][2] = sd[nt][3] = 0.0f;
-    }
+    for (int c4 = 0; c4 < SCORE_SETS; c4++)
+#pragma unroll
+      for (int nt = 0; nt < NG; nt++) sacc[c4][nt][0] = sacc[c4][nt][1] = sacc[c4][nt][2] = sacc[c4][nt][3] = 0.0f;
 #pragma unroll
     for (int s = 0; s < KS; s++) {
       uint32_t ka[4];
@@ -508,15 +503,18 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
       ka[2] = TAB(tab_off(cur.k[0], (4 * s + 2) * KB, 2 * KB, klo));
       ka[3] = TAB(tab_off(cur.k[1], (4 * s + 2) * KB, 2 * KB, klo));
 #pragma unroll
-      for (int nt = 0; nt < NG; nt++) {
-        if (s & 1) mma_16816(sd[nt], ka, qf[nt][s][0], qf[nt][s][1]);
-        else mma_16816(sc[nt], ka, qf[nt][s][0], qf[nt][s][1]);
-      }
+      for (int nt = 0; nt < NG; nt++) mma_16816(sacc[s % SCORE_SETS][nt], ka, qf[nt][s][0], qf[nt][s][1]);
     }
+    float sc[NG][4];
 #pragma unroll
     for (int nt = 0; nt < NG; nt++)
 #pragma unroll
-      for (int e = 0; e < 4; e++) sc[nt][e] += sd[nt][e];
+      for (int e = 0; e < 4; e++) {
+        float x = sacc[0][nt][e];
+#pragma unroll
+        for (int c4 = 1; c4 < SCORE_SETS; c4++) x += sacc[c4][nt][e];
+        sc[nt][e] = x;
+      }
 
     const float2 kn = __half22float2(*(const __half2 *)&cur.kn);
     const float2 vn = __half22float2(*(const __half2 *)&cur.vn);
@@ -629,6 +627,13 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
     }
   }
   cp_async_wait<0>();
+  /* P_v's columns for the inverse rotation (as the query rotation's: thread
+   * (c, part) holds column c of rows [part D/NP, (part + 1) D/NP)), loaded
+   * now, so that only a block that turns out to be the last of its (sequence,
+   * KV head) uses them but none waits for them then. */
+  const uint32_t pc = tid % D, part = tid / D;
+#pragma unroll
+  for (int u = 0; u < RP; u++) pr[u] = __ldg(a.p_v + (size_t)(part * RP + u) * D + pc);
 
   /* 3. Merge the warps (the tables' memory now holds their accumulators). */
 #pragma unroll
@@ -692,31 +697,32 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
   __syncthreads();
   if (!sm_last) return;
   __threadfence();
-  /* P_v^T as the rotation at the start: thread (c, part) holds column c of
-   * rows [part D/NP, (part + 1) D/NP) of P_v, loaded while the partials are
-   * merged. */
-  const uint32_t pc = tid % D, part = tid / D;
-#pragma unroll
-  for (int u = 0; u < RP; u++) pr[u] = __ldg(a.p_v + (size_t)(part * RP + u) * D + pc);
+  /* The splits' (m, l) in one pass: each lane merges its splits online
+   * (keeping their maxima in sm_f), the lanes' (M, L) are merged by
+   * shuffles, then sm_f becomes the splits' factors. */
   if (warp < G) {
     const uint32_t g = warp;
     const float *ml = a.c.part_ml + (base + g) * S * 2;
-    float M = -INFINITY;
+    float M = -INFINITY, L = 0.0f;
     for (uint32_t s = lane; s < S; s += 32) {
-      float2 x = __ldcg((const float2 *)ml + s);
-      if (x.y > 0.0f) M = fmaxf(M, x.x);
+      const float2 x = __ldcg((const float2 *)ml + s);
+      const bool live = x.y > 0.0f;
+      sm_f[g][s] = live ? x.x : -INFINITY;
+      if (live) {
+        const float mn = fmaxf(M, x.x);
+        L = L * exp2_diff(M, mn) + x.y * exp2f(x.x - mn);
+        M = mn;
+      }
     }
 #pragma unroll
-    for (int off = 16; off; off >>= 1) M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, off));
-    float L = 0.0f;
-    for (uint32_t s = lane; s < S; s += 32) {
-      float2 x = __ldcg((const float2 *)ml + s);
-      float f = x.y > 0.0f ? exp2f(x.x - M) : 0.0f;
-      sm_f[g][s] = f;
-      L += x.y * f;
+    for (int off = 16; off; off >>= 1) {
+      const float Mo = __shfl_xor_sync(0xffffffffu, M, off);
+      const float Lo = __shfl_xor_sync(0xffffffffu, L, off);
+      const float mn = fmaxf(M, Mo);
+      L = mn == -INFINITY ? 0.0f : L * exp2_diff(M, mn) + Lo * exp2_diff(Mo, mn);
+      M = mn;
     }
-#pragma unroll
-    for (int off = 16; off; off >>= 1) L += __shfl_xor_sync(0xffffffffu, L, off);
+    for (uint32_t s = lane; s < S; s += 32) sm_f[g][s] = exp2_diff(sm_f[g][s], M);
     if (lane == 0) sm_L[g] = L;
   }
   __syncthreads();
@@ -733,7 +739,6 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
   /* out_g = P_v^T y_g: x_i = sum_k P_v[k][i] y_k, each part's k range, then
    * the parts summed. */
   {
-    float *red = (float *)dyn; /* (NP, 8, D) */
     rotation_part<D, RP>(pr, sm_x, part, pc, G, red);
     __syncthreads();
     for (uint32_t i = tid; i < G * D; i += DEC_THREADS) {
@@ -815,8 +820,10 @@ static tq_status decode_common(tq_cuda_ctx *ctx, const tq_cuda_codec *kc, const 
   a.off_vc = lay->off_vc;
   a.off_kn = lay->off_kn;
   a.off_vn = lay->off_vn;
-  a.kcent = kc->d_centroids;
-  a.vcent = vc->d_centroids;
+  memset(a.kc, 0, sizeof a.kc);
+  memset(a.vc, 0, sizeof a.vc);
+  memcpy(a.kc, kc->h_centroids, ((size_t)1 << kb) * sizeof(float));
+  memcpy(a.vc, vc->h_centroids, ((size_t)1 << vb) * sizeof(float));
   a.pt_k = kc->d_pt;
   a.p_v = vc->d_p;
   dim3 grid(call->n_splits, lay->H, call->n_seqs);
