@@ -343,7 +343,11 @@ TQ_API tq_status tq_codec_centroids(const tq_codec *codec, float *centroids, siz
 
 /* A fixed set of worker threads that the attention functions (and engines)
  * can share. One pool may serve one call at a time: calls that pass the same
- * pool must not overlap (give each concurrent caller its own pool). */
+ * pool must not overlap (give each concurrent caller its own pool). After a
+ * call, the workers keep polling for the next one for up to 2 ms before they
+ * sleep (a wake-up costs far more than that poll on many machines), and the
+ * caller polls as long for the last tasks before it sleeps; an idle pool
+ * uses no processor time after that. */
 typedef struct tq_pool tq_pool;
 
 /* Starts n_threads - 1 workers (the calling thread is the n-th); n_threads 0
