@@ -338,6 +338,16 @@ __device__ __forceinline__ void rotation_part(const float (&pr)[RP], const float
     if (g < (int)G) red[(part * 8 + g) * D + col] = acc[g];
 }
 
+/* The sum over the NP rotation parts of red[(p * 8 + g) * D + c], in part
+ * order. */
+template <int D, int NP>
+__device__ __forceinline__ float parts_sum(const float *red, uint32_t g, uint32_t c) {
+  float s = 0.0f;
+#pragma unroll
+  for (int p = 0; p < NP; p++) s += red[(p * 8 + g) * D + c];
+  return s;
+}
+
 template <int D, int KB, int VB, int NG>
 __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
   constexpr int KS = D / 16;   /* k-steps of the score MMAs */
@@ -434,13 +444,8 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
     __syncthreads();
     rotation_part<D, RP>(pr, sm_x, part, i, G, red);
     __syncthreads();
-    for (uint32_t k = tid; k < G * D; k += DEC_THREADS) {
-      uint32_t g = k / D, c = k % D;
-      float s = 0.0f;
-#pragma unroll
-      for (int p = 0; p < NP; p++) s += red[(p * 8 + g) * D + c];
-      sm_q[g][c] = s * LOG2E;
-    }
+    for (uint32_t k = tid; k < G * D; k += DEC_THREADS)
+      sm_q[k / D][k % D] = parts_sum<D, NP>(red, k / D, k % D) * LOG2E;
     __syncthreads();
   }
 
@@ -741,13 +746,8 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
   {
     rotation_part<D, RP>(pr, sm_x, part, pc, G, red);
     __syncthreads();
-    for (uint32_t i = tid; i < G * D; i += DEC_THREADS) {
-      uint32_t g = i / D, c = i % D;
-      float x = 0.0f;
-#pragma unroll
-      for (int p = 0; p < NP; p++) x += red[(p * 8 + g) * D + c];
-      a.c.out[(base + g) * D + c] = x;
-    }
+    for (uint32_t i = tid; i < G * D; i += DEC_THREADS)
+      a.c.out[(base + i / D) * D + i % D] = parts_sum<D, NP>(red, i / D, i % D);
   }
   if (tid == 0) a.c.counters[(size_t)seq * H + h] = 0u;
 }
