@@ -499,7 +499,9 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
 #pragma unroll
     for (int c4 = 0; c4 < SCORE_SETS; c4++)
 #pragma unroll
-      for (int nt = 0; nt < NG; nt++) sacc[c4][nt][0] = sacc[c4][nt][1] = sacc[c4][nt][2] = sacc[c4][nt][3] = 0.0f;
+      for (int nt = 0; nt < NG; nt++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) sacc[c4][nt][e] = 0.0f;
 #pragma unroll
     for (int s = 0; s < KS; s++) {
       uint32_t ka[4];
@@ -508,7 +510,8 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
       ka[2] = TAB(tab_off(cur.k[0], (4 * s + 2) * KB, 2 * KB, klo));
       ka[3] = TAB(tab_off(cur.k[1], (4 * s + 2) * KB, 2 * KB, klo));
 #pragma unroll
-      for (int nt = 0; nt < NG; nt++) mma_16816(sacc[s % SCORE_SETS][nt], ka, qf[nt][s][0], qf[nt][s][1]);
+      for (int nt = 0; nt < NG; nt++)
+        mma_16816(sacc[s % SCORE_SETS][nt], ka, qf[nt][s][0], qf[nt][s][1]);
     }
     float sc[NG][4];
 #pragma unroll
@@ -633,9 +636,10 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
   }
   cp_async_wait<0>();
   /* P_v's columns for the inverse rotation (as the query rotation's: thread
-   * (c, part) holds column c of rows [part D/NP, (part + 1) D/NP)), loaded
-   * now, so that only a block that turns out to be the last of its (sequence,
-   * KV head) uses them but none waits for them then. */
+   * (c, part) holds column c of rows [part D/NP, (part + 1) D/NP)). Every
+   * block loads them, though only the last block of its (sequence, KV head)
+   * uses them: loaded here, the last block does not wait for them after its
+   * ticket (measured faster than loading them there, docs/CUDA.md). */
   const uint32_t pc = tid % D, part = tid / D;
 #pragma unroll
   for (int u = 0; u < RP; u++) pr[u] = __ldg(a.p_v + (size_t)(part * RP + u) * D + pc);
