@@ -362,13 +362,15 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
    * rotations' partial sums red, then dyn, the memory the phases share. */
   float *red = (float *)(dyn_all + DEC_WARPS * DEC_STAGES * TB / 4);
   uint32_t *dyn = dyn_all + DEC_WARPS * DEC_STAGES * TB / 4 + dec_rot_bytes(D) / 4;
-  __shared__ __align__(16) float sm_x[8][D]; /* scaled queries; later the merged outputs */
+  __shared__ __align__(16) float sm_x[8][D]; /* scaled queries */
   __shared__ float sm_q[8][D]; /* rotated queries */
   __shared__ float sm_m[DEC_WARPS][8], sm_l[DEC_WARPS][8];
-  __shared__ float sm_f[8][TQ_CUDA_MAX_SPLITS];
-  __shared__ float sm_L[8];
-  __shared__ int sm_last;
 
+  /* The merge kernel launched after this one may start as soon as every
+   * block of this one runs: it loads P_v meanwhile, then waits for the
+   * partials (griddepcontrol.wait returns once this whole grid is done and
+   * its writes are visible). */
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
   const uint32_t split = blockIdx.x, h = blockIdx.y, seq = blockIdx.z;
   const uint32_t tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const uint32_t j = lane & 3, r = lane >> 2;
@@ -635,14 +637,6 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
     }
   }
   cp_async_wait<0>();
-  /* P_v's columns for the inverse rotation (as the query rotation's: thread
-   * (c, part) holds column c of rows [part D/NP, (part + 1) D/NP)). Every
-   * block loads them, though only the last block of its (sequence, KV head)
-   * uses them: loaded here, the last block does not wait for them after its
-   * ticket (measured faster than loading them there, docs/CUDA.md). */
-  const uint32_t pc = tid % D, part = tid / D;
-#pragma unroll
-  for (int u = 0; u < RP; u++) pr[u] = __ldg(a.p_v + (size_t)(part * RP + u) * D + pc);
 
   /* 3. Merge the warps (the tables' memory now holds their accumulators). */
 #pragma unroll
@@ -695,23 +689,58 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
       a.c.part_ml[at * 2 + 1] = L;
     }
   }
+}
+#undef TAB
 
-  /* 4. The last block of this (sequence, KV head) merges the splits. */
-  __threadfence();
-  __syncthreads();
-  if (tid == 0) {
-    unsigned int ticket = atomicAdd(&a.c.counters[(size_t)seq * H + h], 1u);
-    sm_last = ticket == S - 1;
+/*
+ * The merge of a decode call: grid (H, n_seqs), DEC_THREADS threads, one
+ * block per (sequence, KV head), launched after decode_kernel with
+ * programmatic dependent launch. Before it waits for decode_kernel's grid,
+ * each thread (c, part) loads column c of rows [part D/NP, (part + 1) D/NP)
+ * of P_v into registers; then the block merges the splits' partials of its
+ * G heads, divides by the softmax sum, applies P_v^T (the parts summed in
+ * shared memory) and writes the output.
+ */
+template <int D>
+__global__ void __launch_bounds__(DEC_THREADS) decode_merge_kernel(const float *p_v,
+                                                                 const float *part_ml,
+                                                                 const float *part_acc,
+                                                                 uint32_t S, uint32_t G,
+                                                                 float *out) {
+  constexpr int NP = DEC_THREADS / D;
+  constexpr int RP = D / NP;
+  /* The first output element of each thread: the partial sums of its first
+   * MERGE_PF splits are loaded together with the (m, l) pairs, so the merge
+   * waits for one round trip to memory, not two. */
+  constexpr int MERGE_PF = 16;
+  __shared__ __align__(16) float sm_x[8][D];
+  __shared__ float red[NP * 8 * D];
+  __shared__ float sm_f[8][TQ_CUDA_MAX_SPLITS];
+  __shared__ float sm_L[8];
+  const uint32_t h = blockIdx.x, seq = blockIdx.y;
+  const uint32_t tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const uint32_t pc = tid % D, part = tid / D;
+  const size_t base = ((size_t)seq * gridDim.x + h) * G; /* first query head row */
+  float pr[RP];
+#pragma unroll
+  for (int u = 0; u < RP; u++) pr[u] = __ldg(p_v + (size_t)(part * RP + u) * D + pc);
+
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+
+  float pf[MERGE_PF];
+  {
+    const uint32_t g = tid / D, c = tid % D;
+    const float *pa = part_acc + (base + g) * S * D + c;
+#pragma unroll
+    for (int s = 0; s < MERGE_PF; s++)
+      pf[s] = tid < G * D && (uint32_t)s < S ? __ldcg(pa + (size_t)s * D) : 0.0f;
   }
-  __syncthreads();
-  if (!sm_last) return;
-  __threadfence();
   /* The splits' (m, l) in one pass: each lane merges its splits online
    * (keeping their maxima in sm_f), the lanes' (M, L) are merged by
    * shuffles, then sm_f becomes the splits' factors. */
   if (warp < G) {
     const uint32_t g = warp;
-    const float *ml = a.c.part_ml + (base + g) * S * 2;
+    const float *ml = part_ml + (base + g) * S * 2;
     float M = -INFINITY, L = 0.0f;
     for (uint32_t s = lane; s < S; s += 32) {
       const float2 x = __ldcg((const float2 *)ml + s);
@@ -736,26 +765,50 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
   }
   __syncthreads();
   for (uint32_t i = tid; i < G * D; i += DEC_THREADS) {
-    uint32_t g = i / D, c = i % D;
-    const float *pa = a.c.part_acc + (base + g) * S * D + c;
+    const uint32_t g = i / D, c = i % D;
+    const float *pa = part_acc + (base + g) * S * D + c;
     float acc = 0.0f;
-#pragma unroll 8
-    for (uint32_t s = 0; s < S; s++) acc += __ldcg(pa + (size_t)s * D) * sm_f[g][s];
-    float L = sm_L[g];
+    uint32_t s = 0;
+    if (i == tid) {
+#pragma unroll
+      for (int u = 0; u < MERGE_PF; u++)
+        if ((uint32_t)u < S) acc += pf[u] * sm_f[g][u];
+      s = MERGE_PF;
+    }
+    for (; s < S; s++) acc += __ldcg(pa + (size_t)s * D) * sm_f[g][s];
+    const float L = sm_L[g];
     sm_x[g][c] = L > 0.0f ? acc / L : 0.0f;
   }
   __syncthreads();
   /* out_g = P_v^T y_g: x_i = sum_k P_v[k][i] y_k, each part's k range, then
    * the parts summed. */
-  {
-    rotation_part<D, RP>(pr, sm_x, part, pc, G, red);
-    __syncthreads();
-    for (uint32_t i = tid; i < G * D; i += DEC_THREADS)
-      a.c.out[(base + i / D) * D + i % D] = parts_sum<D, NP>(red, i / D, i % D);
-  }
-  if (tid == 0) a.c.counters[(size_t)seq * H + h] = 0u;
+  rotation_part<D, RP>(pr, sm_x, part, pc, G, red);
+  __syncthreads();
+  for (uint32_t i = tid; i < G * D; i += DEC_THREADS)
+    out[(base + i / D) * D + i % D] = parts_sum<D, NP>(red, i / D, i % D);
 }
-#undef TAB
+
+/* Launches the merge of a decode call right behind decode_kernel, as its
+ * programmatic dependent. */
+template <int D>
+static tq_status launch_merge(tq_cuda_ctx *ctx, const dec_args *a) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(a->H, a->c.n_seqs, 1);
+  cfg.blockDim = dim3(DEC_THREADS, 1, 1);
+  cfg.dynamicSmemBytes = 0;
+  cfg.stream = ctx->stream;
+  cudaLaunchAttribute attr[1] = {};
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  tq_status st = tq_cuda_fail(ctx, cudaLaunchKernelEx(&cfg, decode_merge_kernel<D>, a->p_v,
+                                                      (const float *)a->c.part_ml,
+                                                      (const float *)a->c.part_acc,
+                                                      a->c.n_splits, a->c.G, a->c.out));
+  if (st != TQ_OK) return st;
+  return tq_cuda_check_launch(ctx);
+}
 
 template <int D, int KB, int VB, int NG>
 static tq_status launch_decode(tq_cuda_ctx *ctx, const dec_args *a, dim3 grid, uint32_t *slots) {
@@ -773,7 +826,9 @@ static tq_status launch_decode(tq_cuda_ctx *ctx, const dec_args *a, dim3 grid, u
     return TQ_OK;
   }
   decode_kernel<D, KB, VB, NG><<<grid, DEC_THREADS, dyn, ctx->stream>>>(*a);
-  return tq_cuda_check_launch(ctx);
+  st = tq_cuda_check_launch(ctx);
+  if (st != TQ_OK) return st;
+  return launch_merge<D>(ctx, a);
 }
 
 template <int D, int KB, int VB>

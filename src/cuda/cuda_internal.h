@@ -91,9 +91,10 @@ tq_status tq_cuda_rotate_queries(tq_cuda_ctx *ctx, const tq_cuda_codec *kc, cons
 /* Most splits of one (sequence, KV head) a decode call may use. */
 #define TQ_CUDA_MAX_SPLITS 256
 
-/* One decode call over the cache of one layer: grid (n_splits, H, n_seqs),
- * a single kernel (query rotation, split attention, merge of the splits by
- * the last block of each (sequence, KV head), inverse value rotation). */
+/* One decode call over the cache of one layer: decode_kernel, grid
+ * (n_splits, H, n_seqs) (query rotation, split attention, one partial per
+ * split), then decode_merge_kernel, grid (H, n_seqs), launched as its
+ * programmatic dependent (merge of the splits, inverse value rotation). */
 typedef struct tq_decode_call {
   const uint8_t *const *table;     /* device (n_seqs, max_blocks) block pointers */
   uint32_t max_blocks;
@@ -105,7 +106,6 @@ typedef struct tq_decode_call {
   float *out;                      /* (n_seqs, H * G, d) */
   float *part_ml;                  /* (n_seqs, H * G, n_splits, 2) scratch */
   float *part_acc;                 /* (n_seqs, H * G, n_splits, d) scratch */
-  unsigned int *counters;          /* (n_seqs, H) zero before the call, zero after */
 } tq_decode_call;
 
 /* Blocks of the decode kernel for these codecs and G that run at once on
