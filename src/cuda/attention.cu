@@ -709,16 +709,14 @@ __global__ void __launch_bounds__(DEC_THREADS) decode_merge_kernel(const float *
                                                                  float *out) {
   constexpr int NP = DEC_THREADS / D;
   constexpr int RP = D / NP;
-  /* The first output element of each thread: the partial sums of its first
-   * MERGE_PF splits are loaded together with the (m, l) pairs, so the merge
-   * waits for one round trip to memory, not two. */
+  /* Splits held in registers: with at most MERGE_PF splits (the usual case),
+   * each thread loads the (m, l) pairs of its head and its partial sums all
+   * at once and merges them on its own: one round trip to memory, no
+   * exchange between threads before the rotation. */
   constexpr int MERGE_PF = 16;
   __shared__ __align__(16) float sm_x[8][D];
   __shared__ float red[NP * 8 * D];
-  __shared__ float sm_f[8][TQ_CUDA_MAX_SPLITS];
-  __shared__ float sm_L[8];
-  const uint32_t h = blockIdx.x, seq = blockIdx.y;
-  const uint32_t tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const uint32_t h = blockIdx.x, seq = blockIdx.y, tid = threadIdx.x;
   const uint32_t pc = tid % D, part = tid / D;
   const size_t base = ((size_t)seq * gridDim.x + h) * G; /* first query head row */
   float pr[RP];
@@ -727,56 +725,41 @@ __global__ void __launch_bounds__(DEC_THREADS) decode_merge_kernel(const float *
 
   asm volatile("griddepcontrol.wait;" ::: "memory");
 
-  float pf[MERGE_PF];
-  {
-    const uint32_t g = tid / D, c = tid % D;
-    const float *pa = part_acc + (base + g) * S * D + c;
-#pragma unroll
-    for (int s = 0; s < MERGE_PF; s++)
-      pf[s] = tid < G * D && (uint32_t)s < S ? __ldcg(pa + (size_t)s * D) : 0.0f;
-  }
-  /* The splits' (m, l) in one pass: each lane merges its splits online
-   * (keeping their maxima in sm_f), the lanes' (M, L) are merged by
-   * shuffles, then sm_f becomes the splits' factors. */
-  if (warp < G) {
-    const uint32_t g = warp;
-    const float *ml = part_ml + (base + g) * S * 2;
-    float M = -INFINITY, L = 0.0f;
-    for (uint32_t s = lane; s < S; s += 32) {
-      const float2 x = __ldcg((const float2 *)ml + s);
-      const bool live = x.y > 0.0f;
-      sm_f[g][s] = live ? x.x : -INFINITY;
-      if (live) {
-        const float mn = fmaxf(M, x.x);
-        L = L * exp2_diff(M, mn) + x.y * exp2f(x.x - mn);
-        M = mn;
-      }
-    }
-#pragma unroll
-    for (int off = 16; off; off >>= 1) {
-      const float Mo = __shfl_xor_sync(0xffffffffu, M, off);
-      const float Lo = __shfl_xor_sync(0xffffffffu, L, off);
-      const float mn = fmaxf(M, Mo);
-      L = mn == -INFINITY ? 0.0f : L * exp2_diff(M, mn) + Lo * exp2_diff(Mo, mn);
-      M = mn;
-    }
-    for (uint32_t s = lane; s < S; s += 32) sm_f[g][s] = exp2_diff(sm_f[g][s], M);
-    if (lane == 0) sm_L[g] = L;
-  }
-  __syncthreads();
   for (uint32_t i = tid; i < G * D; i += DEC_THREADS) {
     const uint32_t g = i / D, c = i % D;
+    const float2 *ml = (const float2 *)(part_ml + (base + g) * S * 2);
     const float *pa = part_acc + (base + g) * S * D + c;
-    float acc = 0.0f;
-    uint32_t s = 0;
-    if (i == tid) {
+    /* Empty splits (l = 0) have m = -inf and weigh 0. */
+    float M = -INFINITY, L = 0.0f, acc = 0.0f;
+    if (S <= (uint32_t)MERGE_PF) {
+      float2 x[MERGE_PF];
+      float y[MERGE_PF];
 #pragma unroll
-      for (int u = 0; u < MERGE_PF; u++)
-        if ((uint32_t)u < S) acc += pf[u] * sm_f[g][u];
-      s = MERGE_PF;
+      for (int s = 0; s < MERGE_PF; s++) {
+        x[s] = (uint32_t)s < S ? __ldcg(ml + s) : make_float2(-INFINITY, 0.0f);
+        y[s] = (uint32_t)s < S ? __ldcg(pa + (size_t)s * D) : 0.0f;
+      }
+#pragma unroll
+      for (int s = 0; s < MERGE_PF; s++)
+        if (x[s].y > 0.0f) M = fmaxf(M, x[s].x);
+#pragma unroll
+      for (int s = 0; s < MERGE_PF; s++) {
+        const float f = x[s].y > 0.0f ? exp2f(x[s].x - M) : 0.0f;
+        L += x[s].y * f;
+        acc += y[s] * f;
+      }
+    } else {
+      for (uint32_t s = 0; s < S; s++) {
+        const float2 x = __ldcg(ml + s);
+        if (x.y > 0.0f) M = fmaxf(M, x.x);
+      }
+      for (uint32_t s = 0; s < S; s++) {
+        const float2 x = __ldcg(ml + s);
+        const float f = x.y > 0.0f ? exp2f(x.x - M) : 0.0f;
+        L += x.y * f;
+        acc += __ldcg(pa + (size_t)s * D) * f;
+      }
     }
-    for (; s < S; s++) acc += __ldcg(pa + (size_t)s * D) * sm_f[g][s];
-    const float L = sm_L[g];
     sm_x[g][c] = L > 0.0f ? acc / L : 0.0f;
   }
   __syncthreads();
