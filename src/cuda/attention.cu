@@ -148,7 +148,10 @@ typedef struct dec_args {
  * tables, then the warps' output accumulators. The partial sums have their
  * own room so that the tables can be built while the query rotation's loads
  * are in flight. */
-#define DEC_STAGES 3 /* tiles of one warp in shared memory: this one, two in flight */
+/* Tiles of one warp in shared memory: this one and the next, in flight
+ * while this one is computed (three stages, two in flight, measured 1-3%
+ * slower: docs/CUDA.md, v11). */
+#define DEC_STAGES 2
 
 /* Bytes of one staged tile: key codes, value codes, 16 key norms, 16 value
  * norms, each a contiguous run in the cache block. */
@@ -382,8 +385,8 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
   const uint32_t B = a.B;
 
   /* The set-up's loads first (the rotation's columns of pt_k and the
-   * queries: all independent, all in flight together), then the first two
-   * tiles' copies (B is a multiple of 64, so a tile never crosses a block).
+   * queries: all independent, all in flight together), then the copies of
+   * the first DEC_STAGES - 1 tiles (B is a multiple of 64, so a tile never crosses a block).
    * The centroids are kernel arguments. */
   __shared__ float sm_kc[16], sm_vc[16];
   constexpr int RP = D / NP; /* rows of a rotation part */
@@ -484,7 +487,8 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
   for (int mt = 0; mt < NMT; mt++) o[mt][0] = o[mt][1] = o[mt][2] = o[mt][3] = 0.0f;
   tile_regs<D, KB, VB> cur;
   for (uint32_t it = 0; t0 < hi; t0 += step, it++) {
-    /* Copy tile it + 2 into the stage that tile it - 1 used; wait for tile it. */
+    /* Copy tile it + DEC_STAGES - 1 into the stage that tile it - 1 used;
+     * wait for tile it. */
     __syncwarp();
     const uint32_t t2 = t0 + (DEC_STAGES - 1) * step;
     if (t2 < hi)
