@@ -137,7 +137,7 @@ tq_status tq_cuda_rotate_queries(tq_cuda_ctx *ctx, const tq_cuda_codec *kc, cons
 typedef struct dec_args {
   tq_decode_call c;
   uint32_t B, H;
-  size_t off_vc, off_kn, off_vn;
+  uint32_t off_vc, off_kn, off_vn; /* within a block (blocks are < 4 GiB) */
   float kc[16], vc[16];       /* the 2^kbits and 2^vbits centroids (bits <= 4) */
   const float *pt_k;          /* (D, D): pt_k[j D + i] = P_k[i][j] */
   const float *p_v;           /* (D, D): p_v[k D + i] = P_v[k][i] */
@@ -194,15 +194,17 @@ __device__ __forceinline__ void stage_tile(uint8_t *stg, const uint8_t *blk, uin
                                            uint32_t B, uint32_t slot0, const dec_args &a,
                                            uint32_t lane) {
   constexpr int KT = 16 * D * KB / 8, VT = 16 * D * VB / 8;
-  const size_t row0 = (size_t)h * B + slot0;
-  const uint8_t *k = blk + row0 * (D * KB / 8);
-  const uint8_t *v = blk + a.off_vc + row0 * (D * VB / 8);
+  /* Offsets within the block in 32 bits (a block is smaller than 4 GiB):
+   * one 64-bit addition per address. */
+  const uint32_t row0 = h * B + slot0;
+  const uint8_t *k = blk + row0 * (uint32_t)(D * KB / 8);
+  const uint8_t *v = blk + (a.off_vc + row0 * (uint32_t)(D * VB / 8));
 #pragma unroll
   for (int c = (int)lane; c < KT / 16; c += 32) cp_async16(stg + 16 * c, k + 16 * c);
 #pragma unroll
   for (int c = (int)lane; c < VT / 16; c += 32) cp_async16(stg + KT + 16 * c, v + 16 * c);
   if (lane < 4) {
-    const uint8_t *n = blk + (lane < 2 ? a.off_kn : a.off_vn) + row0 * 2 + 16 * (lane & 1);
+    const uint8_t *n = blk + ((lane < 2 ? a.off_kn : a.off_vn) + row0 * 2 + 16 * (lane & 1));
     cp_async16(stg + KT + VT + 16 * lane, n);
   }
 }
@@ -486,15 +488,20 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
 #pragma unroll
   for (int mt = 0; mt < NMT; mt++) o[mt][0] = o[mt][1] = o[mt][2] = o[mt][3] = 0.0f;
   tile_regs<D, KB, VB> cur;
+  /* Block and slot of the next tile to copy (t0 + (DEC_STAGES - 1) step),
+   * advanced by step each tile: no division in the loop. */
+  uint32_t nb = (t0 + (DEC_STAGES - 1) * step) / B, ns = (t0 + (DEC_STAGES - 1) * step) % B;
   for (uint32_t it = 0; t0 < hi; t0 += step, it++) {
     /* Copy tile it + DEC_STAGES - 1 into the stage that tile it - 1 used;
      * wait for tile it. */
     __syncwarp();
     const uint32_t t2 = t0 + (DEC_STAGES - 1) * step;
     if (t2 < hi)
-      stage_tile<D, KB, VB>(stg + ((it + DEC_STAGES - 1) % DEC_STAGES) * TB, table[t2 / B],
-                            h, B, t2 % B, a, lane);
+      stage_tile<D, KB, VB>(stg + ((it + DEC_STAGES - 1) % DEC_STAGES) * TB, table[nb], h, B,
+                            ns, a, lane);
     cp_async_commit();
+    ns += step;
+    while (ns >= B) ns -= B, nb++;
     cp_async_wait<DEC_STAGES - 1>();
     __syncwarp();
     load_tile<D, KB, VB>(cur, stg + (it % DEC_STAGES) * TB, lane);
@@ -863,9 +870,10 @@ static tq_status decode_common(tq_cuda_ctx *ctx, const tq_cuda_codec *kc, const 
   a.c = *call;
   a.B = lay->B;
   a.H = lay->H;
-  a.off_vc = lay->off_vc;
-  a.off_kn = lay->off_kn;
-  a.off_vn = lay->off_vn;
+  if (lay->bytes > 0xffffffffu) return TQ_ERR_UNSUPPORTED;
+  a.off_vc = (uint32_t)lay->off_vc;
+  a.off_kn = (uint32_t)lay->off_kn;
+  a.off_vn = (uint32_t)lay->off_vn;
   memset(a.kc, 0, sizeof a.kc);
   memset(a.vc, 0, sizeof a.vc);
   memcpy(a.kc, kc->h_centroids, ((size_t)1 << kb) * sizeof(float));
