@@ -92,9 +92,20 @@ __device__ __forceinline__ void mma_16816(float *c, const uint32_t *a, uint32_t 
 }
 
 
-/* Guarded exp2(a - b) for the online softmax: 0 when a is -inf. */
+/* 2^x by the hardware's approximation (2 ulp), results below 2^-126
+ * flushed to 0: one instruction, where exp2f adds a range fix-up for
+ * subnormal results. The softmax weights it computes are at most 1, and a
+ * weight below 2^-126 of the largest changes no sum. */
+__device__ __forceinline__ float ex2_ftz(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+/* Guarded exp2(a - b) for the online softmax: 0 when a is -inf (also when
+ * b is: a - b would be NaN). */
 __device__ __forceinline__ float exp2_diff(float a, float b) {
-  return a == -INFINITY ? 0.0f : exp2f(a - b);
+  return a == -INFINITY ? 0.0f : ex2_ftz(a - b);
 }
 
 /* ------------------------------------------------------------------------ */
