@@ -365,6 +365,18 @@ static void test_decode_long(void) {
   run_attn_case(&c, 0);
 }
 
+/* Blocks of 192 and 320 tokens: the warps' stride (256 tokens) is not a
+ * whole number of blocks, so the next tile's slot wraps unevenly; splits long
+ * enough for every warp to walk several tiles. */
+static void test_decode_odd_blocks(void) {
+  static const uint32_t lens[] = {9000, 3001};
+  static const uint32_t blocks[] = {192, 320};
+  for (size_t i = 0; i < 2; i++) {
+    attn_case c = {128, 4, 2, 8, 4, 2, blocks[i], TQ_ROTATION_HAAR, lens};
+    run_attn_case(&c, 0);
+  }
+}
+
 /* append_records copies records verbatim: the attention over a copy of a
  * sequence equals the attention over the original; truncate drops tokens. */
 static void test_records_and_truncate(void) {
@@ -459,6 +471,7 @@ int main(void) {
   TQ_RUN(test_encode_errors);
   TQ_RUN(test_decode_shapes);
   TQ_RUN(test_decode_long);
+  TQ_RUN(test_decode_odd_blocks);
   TQ_RUN(test_records_and_truncate);
   TQ_RUN(test_arguments);
   tq_cuda_ctx_free(ctx);

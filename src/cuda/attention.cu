@@ -148,6 +148,7 @@ tq_status tq_cuda_rotate_queries(tq_cuda_ctx *ctx, const tq_cuda_codec *kc, cons
 typedef struct dec_args {
   tq_decode_call c;
   uint32_t B, H;
+  uint32_t step_blocks, step_rem;  /* DEC_WARPS * TILE tokens = step_blocks blocks + step_rem */
   uint32_t off_vc, off_kn, off_vn; /* within a block (blocks are < 4 GiB) */
   float kc[16], vc[16];       /* the 2^kbits and 2^vbits centroids (bits <= 4) */
   const float *pt_k;          /* (D, D): pt_k[j D + i] = P_k[i][j] */
@@ -499,20 +500,28 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
 #pragma unroll
   for (int mt = 0; mt < NMT; mt++) o[mt][0] = o[mt][1] = o[mt][2] = o[mt][3] = 0.0f;
   tile_regs<D, KB, VB> cur;
-  /* Block and slot of the next tile to copy (t0 + (DEC_STAGES - 1) step),
-   * advanced by step each tile: no division in the loop. */
-  uint32_t nb = (t0 + (DEC_STAGES - 1) * step) / B, ns = (t0 + (DEC_STAGES - 1) * step) % B;
+  /* Block (its table entry) and slot of the next tile to copy (t0 +
+   * (DEC_STAGES - 1) step), advanced by step each tile: no division in the
+   * loop. */
+  const uint8_t *const *tp = table + (t0 + (DEC_STAGES - 1) * step) / B;
+  uint32_t ns = (t0 + (DEC_STAGES - 1) * step) % B;
   for (uint32_t it = 0; t0 < hi; t0 += step, it++) {
     /* Copy tile it + DEC_STAGES - 1 into the stage that tile it - 1 used;
      * wait for tile it. */
     __syncwarp();
     const uint32_t t2 = t0 + (DEC_STAGES - 1) * step;
     if (t2 < hi)
-      stage_tile<D, KB, VB>(stg + ((it + DEC_STAGES - 1) % DEC_STAGES) * TB, table[nb], h, B,
+      stage_tile<D, KB, VB>(stg + ((it + DEC_STAGES - 1) % DEC_STAGES) * TB, *tp, h, B,
                             ns, a, lane);
     cp_async_commit();
-    ns += step;
-    while (ns >= B) ns -= B, nb++;
+    {
+      /* step = step_blocks B + step_rem, step_rem < B: at most one more
+       * block when the slot wraps. */
+      ns += a.step_rem;
+      const bool wrap = ns >= B;
+      ns = wrap ? ns - B : ns;
+      tp += a.step_blocks + (wrap ? 1u : 0u);
+    }
     cp_async_wait<DEC_STAGES - 1>();
     __syncwarp();
     load_tile<D, KB, VB>(cur, stg + (it % DEC_STAGES) * TB, lane);
@@ -881,6 +890,8 @@ static tq_status decode_common(tq_cuda_ctx *ctx, const tq_cuda_codec *kc, const 
   a.c = *call;
   a.B = lay->B;
   a.H = lay->H;
+  a.step_blocks = (DEC_WARPS * TILE) / lay->B;
+  a.step_rem = (DEC_WARPS * TILE) % lay->B;
   if (lay->bytes > 0xffffffffu) return TQ_ERR_UNSUPPORTED;
   a.off_vc = (uint32_t)lay->off_vc;
   a.off_kn = (uint32_t)lay->off_kn;
