@@ -150,7 +150,9 @@ typedef struct dec_args {
   uint32_t B, H;
   uint32_t step_blocks, step_rem;  /* DEC_WARPS * TILE tokens = step_blocks blocks + step_rem */
   uint32_t off_vc, off_kn, off_vn; /* within a block (blocks are < 4 GiB) */
-  float kc[16], vc[16];       /* the 2^kbits and 2^vbits centroids (bits <= 4) */
+  float kc[16], vc[16];       /* the 2^kbits and 2^vbits centroids (bits <= 4), times the
+                                 codecs' table_scale: the fp16 tables hold them closer */
+  float inv_vscale;           /* 1 / the value codec's table_scale */
   const float *pt_k;          /* (D, D): pt_k[j D + i] = P_k[i][j] */
   const float *p_v;           /* (D, D): p_v[k D + i] = P_v[k][i] */
 } dec_args;
@@ -714,7 +716,7 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
       acc += sm_o[(w * G + g) * OS + c + c / 32] * f;
     }
     size_t at = (base + g) * S + split;
-    a.c.part_acc[at * D + c] = acc;
+    a.c.part_acc[at * D + c] = acc * a.inv_vscale;
     if (c == 0) {
       a.c.part_ml[at * 2] = M;
       a.c.part_ml[at * 2 + 1] = L;
@@ -898,8 +900,14 @@ static tq_status decode_common(tq_cuda_ctx *ctx, const tq_cuda_codec *kc, const 
   a.off_vn = (uint32_t)lay->off_vn;
   memset(a.kc, 0, sizeof a.kc);
   memset(a.vc, 0, sizeof a.vc);
-  memcpy(a.kc, kc->h_centroids, ((size_t)1 << kb) * sizeof(float));
-  memcpy(a.vc, vc->h_centroids, ((size_t)1 << vb) * sizeof(float));
+  /* Centroids times the codecs' table scales (their fp16 roundings are
+   * then the smallest); the key scale comes back out through the query
+   * scale (the query is rotated in float and split into two fp16 halves),
+   * the value scale from the partial sums. */
+  for (uint32_t i = 0; i < (1u << kb); i++) a.kc[i] = kc->h_centroids[i] * kc->table_scale;
+  for (uint32_t i = 0; i < (1u << vb); i++) a.vc[i] = vc->h_centroids[i] * vc->table_scale;
+  a.c.scale = call->scale / kc->table_scale;
+  a.inv_vscale = 1.0f / vc->table_scale;
   a.pt_k = kc->d_pt;
   a.p_v = vc->d_p;
   dim3 grid(call->n_splits, lay->H, call->n_seqs);

@@ -172,6 +172,30 @@ extern "C" size_t tq_cuda_codec_record_size(const tq_cuda_codec *codec) {
   return codec ? codec->record_bytes : 0;
 }
 
+/* The decode kernel holds the centroids as fp16 (rounding each by up to
+ * 2^-11 relative, an error that does not average out over a context). A
+ * common scale s moves where each centroid falls between fp16 values: of the
+ * 2^16 scales 1 + i 2^-16, the one whose largest relative error |fp16(s c) -
+ * s c| / |s c| over the codebook is smallest (the first such). Only for the
+ * widths the kernel supports (<= 4 bits: at most 8 magnitudes); 1 otherwise. */
+static float fp16_table_scale(const float *c, uint32_t levels, uint32_t bits) {
+  if (bits > 4) return 1.0f;
+  float best_s = 1.0f;
+  double best = 1e30;
+  for (uint32_t i = 0; i < (1u << 16); i++) {
+    const float s = 1.0f + (float)i * (1.0f / 65536.0f);
+    double worst = 0.0;
+    for (uint32_t e = levels / 2; e < levels && worst < best; e++) {
+      const float x = s * c[e];
+      if (!(x > 0.0f)) continue;
+      const double r = fabs((double)tq_f16_to_f32(tq_f32_to_f16(x)) - (double)x) / (double)x;
+      worst = r > worst ? r : worst;
+    }
+    if (worst < best) best = worst, best_s = s;
+  }
+  return best_s;
+}
+
 extern "C" tq_status tq_cuda_codec_create(tq_cuda_ctx *ctx, const tq_codec *codec,
                                           tq_cuda_codec **out) {
   if (out) *out = NULL;
@@ -186,6 +210,7 @@ extern "C" tq_status tq_cuda_codec_create(tq_cuda_ctx *ctx, const tq_codec *code
   /* The CPU codec's boundaries: float midpoints (codec.c). */
   for (uint32_t i = 0; i + 1 < c->levels; i++)
     c->h_bounds[i] = 0.5f * (c->h_centroids[i] + c->h_centroids[i + 1]);
+  c->table_scale = st == TQ_OK ? fp16_table_scale(c->h_centroids, c->levels, c->params.bits) : 1.0f;
   c->norm_bytes = c->params.norm_format == TQ_NORM_F16 ? 2 : 4;
   c->code_bytes = tq_packed_size(d, c->params.bits);
   c->record_bytes = tq_codec_record_size(codec);

@@ -30,6 +30,10 @@ struct tq_cuda_codec {
   float h_centroids[256];          /* (levels,) ascending, as the CPU codec */
   float h_bounds[255];             /* (levels - 1,) float midpoints, as the CPU codec */
   float hadamard_scale;            /* Hadamard: the CPU's 1/sqrt(dim) in float */
+  /* Scale in [1, 2) for the decode kernel's fp16 centroid tables (bits <= 4):
+   * fp16(s * c) / s is closest to c over the codebook (largest relative
+   * error smallest), the kernel divides s back out in float. 1 otherwise. */
+  float table_scale;
   float *d_pt;                     /* device (dim, dim): pt[j * dim + i] = P[i][j] */
   float *d_p;                      /* device (dim, dim): p[j * dim + i] = P[j][i] */
   float *d_signs;                  /* device (dim,) Hadamard signs, NULL for Haar */
