@@ -30,39 +30,6 @@
 /* Small helpers                                                             */
 /* ------------------------------------------------------------------------ */
 
-/* Loads CH bytes (CH a run of code bytes, aligned to its largest power-of-two
- * divisor up to 16) into 32-bit words, little-endian; unused high bytes 0. */
-template <int CH>
-__device__ __forceinline__ void load_chunk(const uint8_t *p, uint32_t *w) {
-  if constexpr (CH % 16 == 0) {
-#pragma unroll
-    for (int i = 0; i < CH / 16; i++) {
-      uint4 x = __ldg((const uint4 *)p + i);
-      w[4 * i] = x.x, w[4 * i + 1] = x.y, w[4 * i + 2] = x.z, w[4 * i + 3] = x.w;
-    }
-  } else if constexpr (CH % 8 == 0) {
-#pragma unroll
-    for (int i = 0; i < CH / 8; i++) {
-      uint2 x = __ldg((const uint2 *)p + i);
-      w[2 * i] = x.x, w[2 * i + 1] = x.y;
-    }
-  } else if constexpr (CH % 4 == 0) {
-#pragma unroll
-    for (int i = 0; i < CH / 4; i++) w[i] = __ldg((const unsigned int *)p + i);
-  } else if constexpr (CH % 2 == 0) {
-#pragma unroll
-    for (int i = 0; i < (CH + 3) / 4; i++) w[i] = 0;
-#pragma unroll
-    for (int i = 0; i < CH / 2; i++)
-      w[i / 2] |= (uint32_t)__ldg((const unsigned short *)p + i) << (16 * (i % 2));
-  } else {
-#pragma unroll
-    for (int i = 0; i < (CH + 3) / 4; i++) w[i] = 0;
-#pragma unroll
-    for (int i = 0; i < CH; i++) w[i / 4] |= (uint32_t)__ldg(p + i) << (8 * (i % 4));
-  }
-}
-
 /* Bits [off, off + n) of a little-endian word array (n <= 16); with off and n
  * constants after unrolling, this is one or two shifts. */
 __device__ __forceinline__ uint32_t bits_at(const uint32_t *w, int off, int n) {
@@ -223,7 +190,9 @@ __device__ __forceinline__ void stage_tile(uint8_t *stg, const uint8_t *blk, uin
   }
 }
 
-/* Loads CH bytes from shared memory into words (as load_chunk). */
+/* Loads CH bytes from shared memory (CH a run of code bytes, aligned to its
+ * largest power-of-two divisor up to 16) into 32-bit words, little-endian;
+ * unused high bytes 0. */
 template <int CH>
 __device__ __forceinline__ void load_chunk_s(const uint8_t *p, uint32_t *w) {
   if constexpr (CH % 16 == 0) {
