@@ -1,12 +1,13 @@
 /*
  * attention.cu - attention on packed TurboQuant codes in the device cache.
  *
- * Decode (one query per sequence) is one kernel per call, decode_kernel:
- * grid (split, KV head, sequence), each block rotates its group's queries,
+ * Decode (one query per sequence) is two kernels per call. decode_kernel,
+ * grid (split, KV head, sequence): each block rotates its group's queries,
  * walks its token range with tensor-core MMAs on codes decoded through
- * shared tables of centroid pairs, and the last block of each (sequence, KV
- * head) to finish merges the splits and rotates the result back (the
- * comment above the kernel has the details).
+ * shared tables of centroid pairs and writes one partial per split (the
+ * comment above the kernel has the details). decode_merge_kernel, launched
+ * behind it as a programmatic dependent, merges the splits and rotates the
+ * result back.
  *
  * Prefill uses a plain CUDA-core kernel (one block per query and head)
  * between rotate_queries and reduce, which write and read partials in the
@@ -285,7 +286,8 @@ __device__ __forceinline__ uint32_t tab_off(const uint32_t *w, int off, int n, u
 
 /*
  * grid (n_splits, H, n_seqs), DEC_THREADS threads. Each block:
- *   1. rotates the G queries of its KV head (P_k staged in shared memory);
+ *   1. rotates the G queries of its KV head (columns of P_k in registers,
+ *      the parts summed in shared memory);
  *   2. walks its token range, each warp taking every DEC_WARPS-th tile of 16
  *      tokens (the next tile's loads in flight while this one computes):
  *        scores  S^T (16 tokens x 8) = Kc (16 x D) Q^T, the 8 columns being
@@ -295,10 +297,8 @@ __device__ __forceinline__ uint32_t tab_off(const uint32_t *w, int off, int n, u
  *        values  O^T (D x 8 heads) += Vc^T (D x 16 tokens) P^T, the weights
  *                p * value norm moved into the B fragment by two shuffles;
  *      online softmax per head in base 2;
- *   3. merges its warps in shared memory and writes one partial per head;
- *   4. the last block of a (sequence, KV head) to finish (atomic ticket)
- *      merges the splits, divides by the softmax sum, applies P_v^T, writes
- *      the output and resets the ticket counter for the next call.
+ *   3. merges its warps in shared memory and writes one partial (m, l, acc)
+ *      per head; decode_merge_kernel does the rest.
  */
 /* One rotation part of the decode kernel's two matrix-vector products (the
  * query rotation and the inverse value rotation): this thread holds RP
