@@ -112,6 +112,12 @@ tq_status tq_cuda_rotate_queries(tq_cuda_ctx *ctx, const tq_cuda_codec *kc, cons
  * (index << 8) | lane offset: for a byte-aligned 8-bit index (4-bit keys)
  * one byte permute, otherwise a shift and a masked or. */
 #define TAB_STRIDE 256 /* bytes per entry: 32 key copies, 32 value copies */
+/* 2-bit values use the value half of each entry differently: entry e (a
+ * byte of four codes: two coordinates of two tokens) holds their four fp16
+ * centroids as 8 bytes, 16 copies: lane l reads bytes 256 e + 128 +
+ * 8 (l % 16). A 64-bit load is served per half-warp, so the 16 lanes of
+ * each half read 16 different bank pairs: one load brings two A-fragment
+ * registers, where a pair table needs two loads. */
 
 typedef struct dec_args {
   tq_decode_call c;
@@ -151,7 +157,9 @@ static __host__ __device__ constexpr size_t dec_rot_bytes(uint32_t D) {
 }
 
 static size_t dec_dyn_smem(uint32_t D, uint32_t kb, uint32_t vb, uint32_t G) {
+  /* 2-bit values: a 256-entry table of four centroids (dec_val_entries). */
   size_t ne = (size_t)1 << (2 * (kb > vb ? kb : vb));
+  if (vb == 2) ne = 256;
   size_t tab = ne * TAB_STRIDE;
   size_t mrg = (size_t)DEC_WARPS * G * (D + D / 32) * 4;
   return dec_stage_bytes(D, kb, vb) + dec_rot_bytes(D) + (tab > mrg ? tab : mrg);
@@ -402,7 +410,8 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
    * the 32 copies of one half-entry (key half u even, value half u odd):
    * one value, eight 16-byte stores, the k-th to 16-byte piece (k + u) % 8
    * so that the eight threads of a store phase hit different banks. */
-  constexpr int NE = KE > VE ? KE : VE;
+  constexpr int VE4 = VB == 2 ? 256 : VE; /* value entries */
+  constexpr int NE = KE > VE4 ? KE : VE4;
   if (tid < (1u << KB)) sm_kc[tid] = a.kc[tid];
   if (tid >= 32 && tid < 32 + (1u << VB)) sm_vc[tid - 32] = a.vc[tid - 32];
   __syncthreads();
@@ -410,14 +419,23 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
     const uint32_t e = u >> 1;
     uint32_t x = 0;
     if (!(u & 1u) && e < (uint32_t)KE) x = pack_half2(sm_kc[e & ((1u << KB) - 1)], sm_kc[e >> KB]);
-    if ((u & 1u) && e < (uint32_t)VE) x = pack_half2(sm_vc[e & ((1u << VB) - 1)], sm_vc[e >> VB]);
+    uint32_t y = x;
+    if (VB == 2 && (u & 1u)) {
+      /* Byte e: codes of coordinates c (bits 0-1) and c + 1 (2-3) of one
+       * token, then the same of the next (4-5, 6-7); the low word is
+       * coordinate c of both tokens, the high word c + 1. */
+      x = pack_half2(sm_vc[e & 3u], sm_vc[(e >> 4) & 3u]);
+      y = pack_half2(sm_vc[(e >> 2) & 3u], sm_vc[e >> 6]);
+    } else if ((u & 1u) && e < (uint32_t)VE) {
+      x = y = pack_half2(sm_vc[e & ((1u << VB) - 1)], sm_vc[e >> VB]);
+    }
     uint4 *row = (uint4 *)((uint8_t *)dyn + (size_t)e * TAB_STRIDE + (u & 1u) * (TAB_STRIDE / 2));
-    const uint4 v4 = make_uint4(x, x, x, x);
+    const uint4 v4 = make_uint4(x, y, x, y);
 #pragma unroll
     for (int k = 0; k < 8; k++) row[(k + u) % 8] = v4;
   }
   const uint8_t *tab = (const uint8_t *)dyn;
-  const uint32_t klo = 4 * lane, vlo = 128 + 4 * lane;
+  const uint32_t klo = 4 * lane, vlo = VB == 2 ? 128 + 8 * (lane & 15) : 128 + 4 * lane;
 #define TAB(o) (*(const uint32_t *)(tab + (o)))
 
   /* 1. Rotation: sm_q[g] = P_k (q_g * scale) * log2(e). Thread (i, part)
@@ -604,24 +622,23 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
     /* Values: rows r (coordinate VCPT r + 2 mt) and r + 8 (the next one);
      * a pair index holds the codes of two tokens at one coordinate. */
     if constexpr (VB == 2) {
-      /* Nibble mt of z: codes of the token pair at local coordinate 2 mt
-       * (za, zc) or 2 mt + 1 (zb, zd). */
-      const uint32_t za = (cur.v[0][0] & 0x33333333u) | ((cur.v[1][0] << 2) & 0xccccccccu);
-      const uint32_t zb = ((cur.v[0][0] >> 2) & 0x33333333u) | (cur.v[1][0] & 0xccccccccu);
-      const uint32_t zc = (cur.v[2][0] & 0x33333333u) | ((cur.v[3][0] << 2) & 0xccccccccu);
-      const uint32_t zd = ((cur.v[2][0] >> 2) & 0x33333333u) | (cur.v[3][0] & 0xccccccccu);
-      /* Nibbles spread to bytes: nibble 2i of z is byte i of z & 0x0f0f0f0f,
-       * nibble 2i + 1 byte i of (z >> 4) & 0x0f0f0f0f; one permute each. */
-      const uint32_t zz[8] = {za & 0x0f0f0f0fu, (za >> 4) & 0x0f0f0f0fu,
-                              zb & 0x0f0f0f0fu, (zb >> 4) & 0x0f0f0f0fu,
-                              zc & 0x0f0f0f0fu, (zc >> 4) & 0x0f0f0f0fu,
-                              zd & 0x0f0f0f0fu, (zd >> 4) & 0x0f0f0f0fu};
+      /* Byte i of y: nibble 2i (y0, y2) or 2i + 1 (y1, y3) of tokens 2j
+       * (low) and 2j + 1 (high) for y0, y1, of tokens 2j + 8 and 2j + 9 for
+       * y2, y3: the codes of two tokens at two coordinates. */
+      const uint32_t yy[4] = {
+          (cur.v[0][0] & 0x0f0f0f0fu) | ((cur.v[1][0] << 4) & 0xf0f0f0f0u),
+          ((cur.v[0][0] >> 4) & 0x0f0f0f0fu) | (cur.v[1][0] & 0xf0f0f0f0u),
+          (cur.v[2][0] & 0x0f0f0f0fu) | ((cur.v[3][0] << 4) & 0xf0f0f0f0u),
+          ((cur.v[2][0] >> 4) & 0x0f0f0f0fu) | (cur.v[3][0] & 0xf0f0f0f0u)};
 #pragma unroll
       for (int mt = 0; mt < NMT; mt++) {
-        uint32_t va[4];
-#pragma unroll
-        for (int e = 0; e < 4; e++)
-          va[e] = TAB(prmt(zz[2 * e + (mt & 1)], vlo, 0x5504u | (uint32_t)(mt >> 1) << 4));
+        /* Rows r and r + 8 (coordinates 2 mt and 2 mt + 1): byte mt / 2 of
+         * y0 or y1 for the tokens 2j, 2j + 1, of y2 or y3 for 2j + 8,
+         * 2j + 9; one 64-bit load gives both rows' registers. */
+        const uint32_t sel = 0x5504u | (uint32_t)(mt >> 1) << 4;
+        const uint2 lo = *(const uint2 *)(tab + prmt(yy[mt & 1], vlo, sel));
+        const uint2 hi = *(const uint2 *)(tab + prmt(yy[2 + (mt & 1)], vlo, sel));
+        uint32_t va[4] = {lo.x, lo.y, hi.x, hi.y};
         mma_16816(o[mt], va, pb0, pb1);
       }
     } else {
