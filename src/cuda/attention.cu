@@ -157,7 +157,8 @@ static __host__ __device__ constexpr size_t dec_rot_bytes(uint32_t D) {
 }
 
 static size_t dec_dyn_smem(uint32_t D, uint32_t kb, uint32_t vb, uint32_t G) {
-  /* 2-bit values: a 256-entry table of four centroids (dec_val_entries). */
+  /* Entries: pairs of the wider side's centroids, or 256 for the 2-bit
+   * values' four-centroid table (VE4 in decode_kernel). */
   size_t ne = (size_t)1 << (2 * (kb > vb ? kb : vb));
   if (vb == 2) ne = 256;
   size_t tab = ne * TAB_STRIDE;
@@ -406,10 +407,11 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
   }
 
   /* Pair tables: entry e = half2 (c[e & mask], c[e >> bits]), one copy per
-   * bank, built while the loads above are in flight. Thread u < 2 NE makes
-   * the 32 copies of one half-entry (key half u even, value half u odd):
-   * one value, eight 16-byte stores, the k-th to 16-byte piece (k + u) % 8
-   * so that the eight threads of a store phase hit different banks. */
+   * bank (for 2-bit values the four-centroid entries, one copy per bank
+   * pair), built while the loads above are in flight. Thread u < 2 NE makes
+   * the copies of one half-entry (key half u even, value half u odd): one
+   * value, eight 16-byte stores, the k-th to 16-byte piece (k + u) % 8 so
+   * that the eight threads of a store phase hit different banks. */
   constexpr int VE4 = VB == 2 ? 256 : VE; /* value entries */
   constexpr int NE = KE > VE4 ? KE : VE4;
   if (tid < (1u << KB)) sm_kc[tid] = a.kc[tid];
@@ -619,8 +621,7 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
       pb1 = r < G ? prmt(x0, x1, 0x7632) : 0u;
     }
 
-    /* Values: rows r (coordinate VCPT r + 2 mt) and r + 8 (the next one);
-     * a pair index holds the codes of two tokens at one coordinate. */
+    /* Values: rows r (coordinate VCPT r + 2 mt) and r + 8 (the next one). */
     if constexpr (VB == 2) {
       /* Byte i of y: nibble 2i (y0, y2) or 2i + 1 (y1, y3) of tokens 2j
        * (low) and 2j + 1 (high) for y0, y1, of tokens 2j + 8 and 2j + 9 for
@@ -642,6 +643,7 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
         mma_16816(o[mt], va, pb0, pb1);
       }
     } else {
+      /* A pair index holds the codes of two tokens at one coordinate. */
 #pragma unroll
       for (int mt = 0; mt < NMT; mt++) {
         uint32_t va[4];
