@@ -9,13 +9,16 @@
  *    per token (one token = one KV head's key or value for the G heads).
  *    "K+V" is score_codes + accum_codes at the given key / value widths,
  *    against score_f16 + accum_f16 at the same level.
- * 2. Streaming (out of cache): attention of the G heads over 32768 tokens
- *    of 8 KV heads (fp16: 128 MiB of keys and values; K4/V2: 25 MiB), by
- *    chunks of 256: scores, exp_sum on each head's scores, accumulation.
- *    Each pass touches new memory, as a decode step does. One thread, then
- *    (if the machine has more than one CPU) the KV heads spread over up to
- *    8 threads: fp16 is bound by memory bandwidth, the codes by arithmetic,
- *    so the ratio depends on the thread count.
+ * 2. Streaming (beyond the private caches): attention of the G heads over
+ *    32768 tokens of 8 KV heads (fp16: 128 MiB of keys and values; K4/V2:
+ *    25 MiB), by chunks of 256: scores, exp_sum on each head's scores,
+ *    accumulation. Every pass reads the same buffers again, so where the
+ *    last-level cache is larger than a configuration's data (the codes'
+ *    25 MiB on many servers) that configuration runs from it rather than
+ *    from memory; bench_attention's cold figures flush the caches first.
+ *    One thread, then (if the machine has more than one CPU) the KV heads
+ *    spread over up to 8 threads: fp16 is bound by memory bandwidth, the
+ *    codes by arithmetic, so the ratio depends on the thread count.
  *
  * Usage: bench_attn_kernels [--quick]
  */
