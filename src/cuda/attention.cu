@@ -156,12 +156,14 @@ static __host__ __device__ constexpr size_t dec_rot_bytes(uint32_t D) {
   return (size_t)(DEC_THREADS / D) * 8 * D * 4;
 }
 
+/* Entries of the lookup tables: pairs of either side's centroids, and for
+ * 2-bit values their 256-entry four-centroid table. */
+static __host__ __device__ constexpr uint32_t dec_tab_entries(uint32_t kb, uint32_t vb) {
+  return 1u << (2 * (vb == 2 ? 4u : kb > vb ? kb : vb));
+}
+
 static size_t dec_dyn_smem(uint32_t D, uint32_t kb, uint32_t vb, uint32_t G) {
-  /* Entries: pairs of the wider side's centroids, or 256 for the 2-bit
-   * values' four-centroid table (VE4 in decode_kernel). */
-  size_t ne = (size_t)1 << (2 * (kb > vb ? kb : vb));
-  if (vb == 2) ne = 256;
-  size_t tab = ne * TAB_STRIDE;
+  size_t tab = (size_t)dec_tab_entries(kb, vb) * TAB_STRIDE;
   size_t mrg = (size_t)DEC_WARPS * G * (D + D / 32) * 4;
   return dec_stage_bytes(D, kb, vb) + dec_rot_bytes(D) + (tab > mrg ? tab : mrg);
 }
@@ -412,8 +414,7 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
    * the copies of one half-entry (key half u even, value half u odd): one
    * value, eight 16-byte stores, the k-th to 16-byte piece (k + u) % 8 so
    * that the eight threads of a store phase hit different banks. */
-  constexpr int VE4 = VB == 2 ? 256 : VE; /* value entries */
-  constexpr int NE = KE > VE4 ? KE : VE4;
+  constexpr int NE = (int)dec_tab_entries(KB, VB);
   if (tid < (1u << KB)) sm_kc[tid] = a.kc[tid];
   if (tid >= 32 && tid < 32 + (1u << VB)) sm_vc[tid - 32] = a.vc[tid - 32];
   __syncthreads();
