@@ -247,7 +247,9 @@ TQ_API tq_status tq_cuda_cache_truncate(tq_cuda_cache *cache, uint32_t n_tokens)
  *   out: device pointer, (n_seqs, n_q_heads, head_dim) f32;
  *   n_q_heads = G * n_kv_heads with G in 1..8 (heads h*G .. h*G+G-1 share KV
  *   head h); scale multiplies q.k. A sequence with no tokens gets zeros.
- * Asynchronous. Uses scratch memory owned by the cache (grown on demand).
+ * Asynchronous: one kernel on the context's stream, which may be captured in
+ * a CUDA graph and replayed. Uses scratch memory owned by the cache (grown on
+ * demand; calls on one cache share it, so they run in stream order).
  * Returns TQ_OK, TQ_ERR_INVALID_ARGUMENT, TQ_ERR_UNSUPPORTED (head_dim or
  * bits without a kernel), TQ_ERR_OUT_OF_MEMORY or TQ_ERR_IO. Matches
  * tq_cache_attention on the same codes to a few 1e-4 of the output's largest

@@ -1,13 +1,12 @@
 /*
  * attention.cu - attention on packed TurboQuant codes in the device cache.
  *
- * Decode (one query per sequence) is two kernels per call. decode_kernel,
+ * Decode (one query per sequence) is one kernel per call. decode_kernel,
  * grid (split, KV head, sequence): each block rotates its group's queries,
  * walks its token range with tensor-core MMAs on codes decoded through
- * shared tables of centroid pairs and writes one partial per split (the
- * comment above the kernel has the details). decode_merge_kernel, launched
- * behind it as a programmatic dependent, merges the splits and rotates the
- * result back.
+ * shared tables of centroid pairs and writes one partial per split; the last
+ * block of each (sequence, KV head) to finish merges the splits and rotates
+ * the result back (the comment above the kernel has the details).
  *
  * Prefill uses a plain CUDA-core kernel (one block per query and head)
  * between rotate_queries and reduce, which write and read partials in the
@@ -272,6 +271,14 @@ __device__ __forceinline__ void load_tile(tile_regs<D, KB, VB> &t, const uint8_t
   t.vn = (uint32_t)kn[16 + r] | (uint32_t)kn[16 + r + 8] << 16;
 }
 
+/* *p += v at device scope with acquire and release semantics; returns the
+ * old value. */
+__device__ __forceinline__ uint32_t atomic_add_acq_rel(uint32_t *p, uint32_t v) {
+  uint32_t old;
+  asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], %2;" : "=r"(old) : "l"(p), "r"(v) : "memory");
+  return old;
+}
+
 __device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t sel) {
   return __byte_perm(a, b, sel);
 }
@@ -308,8 +315,11 @@ __device__ __forceinline__ uint32_t tab_off(const uint32_t *w, int off, int n, u
  *        values  O^T (D x 8 heads) += Vc^T (D x 16 tokens) P^T, the weights
  *                p * value norm moved into the B fragment by two shuffles;
  *      online softmax per head in base 2;
- *   3. merges its warps in shared memory and writes one partial (m, l, acc)
- *      per head; decode_merge_kernel does the rest.
+ *   3. merges its warps in shared memory; with one split it rotates the
+ *      result back and writes the output, otherwise it writes one partial
+ *      (m, l, acc) per head and counts itself in, and the last of the
+ *      splits of its (sequence, KV head) merges them and writes the output
+ *      (decode_finish).
  */
 /* One rotation part of the decode kernel's two matrix-vector products (the
  * query rotation and the inverse value rotation): this thread holds RP
@@ -347,6 +357,142 @@ __device__ __forceinline__ float parts_sum(const float *red, uint32_t g, uint32_
   return s;
 }
 
+/* The decode kernel's static shared memory, one object. Its alignment makes
+ * its size a multiple of 128 bytes, so that the dynamic shared memory after
+ * it (tile stages, tables) starts on a 128-byte boundary: shifted by 16
+ * bytes, the tile loop ran 12% slower on the H200 (docs/CUDA.md, v19). */
+template <int D>
+struct __align__(128) dec_shared {
+  float x[8][D];                  /* scaled queries; at the end the merged result */
+  float q[8][D];                  /* rotated queries */
+  float m[DEC_WARPS][8], l[DEC_WARPS][8]; /* the warps' softmax maxima and sums */
+  float kc[16], vc[16];           /* centroids, for the tables */
+  uint32_t last;                  /* this block merges the splits */
+};
+
+/* The end of a decode block, once its warps' results are in shared memory
+ * (sm_o, sh->m, sh->l): the merge of the warps; with one split that is the
+ * result, otherwise it is written as this split's partial and the last block
+ * of the (sequence, KV head) to finish merges the splits; then the inverse
+ * value rotation and the output. base: the first query head row of the
+ * block; cnt: the (sequence, KV head)'s count of finished splits.
+ *
+ * No loop here may sit inside another: with the splits' merge written as a
+ * loop over the splits inside a loop over (head, coordinate), ptxas gave the
+ * tile loop 44 more instructions for G > 4 (recomputed addresses; docs/CUDA.md,
+ * v19), so the outer loop is unrolled. */
+template <int D>
+__device__ __forceinline__ void decode_finish(dec_shared<D> *sh, const float *sm_o, float *red,
+                                              uint32_t tid, uint32_t G, size_t base,
+                                              uint32_t split, uint32_t S, uint32_t *cnt,
+                                              float *part_ml, float *part_acc, const float *p_v,
+                                              float *out, float inv_vscale) {
+  constexpr int NP = DEC_THREADS / D;
+  constexpr int RP = D / NP;
+  constexpr int OS = D + D / 32;
+  float pr[RP];
+  /* With one split the block's merge is the result: normalized into sh->x.
+   * Otherwise it is written as this split's partial. */
+  for (uint32_t i = tid; i < G * D; i += DEC_THREADS) {
+    uint32_t g = i / D, c = i % D;
+    float M = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < DEC_WARPS; w++) M = fmaxf(M, sh->m[w][g]);
+    float L = 0.0f, acc = 0.0f;
+#pragma unroll
+    for (int w = 0; w < DEC_WARPS; w++) {
+      float f = exp2_diff(sh->m[w][g], M);
+      L += sh->l[w][g] * f;
+      acc += sm_o[(w * G + g) * OS + c + c / 32] * f;
+    }
+    if (S == 1) {
+      sh->x[g][c] = L > 0.0f ? acc * inv_vscale / L : 0.0f;
+      continue;
+    }
+    size_t at = (base + g) * S + split;
+    part_acc[at * D + c] = acc * inv_vscale;
+    if (c == 0) {
+      part_ml[at * 2] = M;
+      part_ml[at * 2 + 1] = L;
+    }
+  }
+
+  /* Columns of P_v into registers (thread (i, part), as the query
+   * rotation's), issued before the count so that they arrive during its
+   * round trip (every block loads them; only the last one uses them). */
+  {
+    const uint32_t i = tid % D, part = tid / D;
+#pragma unroll
+    for (int u = 0; u < RP; u++) pr[u] = __ldg(p_v + (size_t)(part * RP + u) * D + i);
+  }
+  /* Each block counts itself in once its partial is written (the barrier
+   * orders the block's stores before thread 0's release); the one that
+   * brings the count to S (its acquire makes every partial visible) reads
+   * them from L2 and resets the count for the next call. */
+  if (S > 1) {
+    __syncthreads();
+    if (tid == 0) {
+      const uint32_t done = atomic_add_acq_rel(cnt, 1u) + 1u;
+      if (done == S) *cnt = 0;
+      sh->last = done == S;
+    }
+    __syncthreads();
+    if (!sh->last) return;
+  }
+  if (S > 1) {
+    /* Each thread merges one (head, coordinate) over the splits on its own;
+     * up to MERGE_PF splits in one round trip. Empty splits (l = 0) have
+     * m = -inf and weigh 0. */
+    constexpr int MERGE_PF = 16;
+#pragma unroll
+    for (int k = 0; k < (8 * D + DEC_THREADS - 1) / DEC_THREADS; k++) {
+      const uint32_t i = tid + k * DEC_THREADS;
+      if (i >= G * D) break;
+      const uint32_t g = i / D, c = i % D;
+      const float2 *ml = (const float2 *)(part_ml + (base + g) * S * 2);
+      const float *pa = part_acc + (base + g) * S * D + c;
+      float M = -INFINITY, L = 0.0f, acc = 0.0f;
+      if (S <= (uint32_t)MERGE_PF) {
+        float2 x[MERGE_PF];
+        float y[MERGE_PF];
+#pragma unroll
+        for (int s = 0; s < MERGE_PF; s++) {
+          x[s] = (uint32_t)s < S ? __ldcg(ml + s) : make_float2(-INFINITY, 0.0f);
+          y[s] = (uint32_t)s < S ? __ldcg(pa + (size_t)s * D) : 0.0f;
+        }
+#pragma unroll
+        for (int s = 0; s < MERGE_PF; s++)
+          if (x[s].y > 0.0f) M = fmaxf(M, x[s].x);
+#pragma unroll
+        for (int s = 0; s < MERGE_PF; s++) {
+          const float f = x[s].y > 0.0f ? exp2f(x[s].x - M) : 0.0f;
+          L += x[s].y * f;
+          acc += y[s] * f;
+        }
+      } else {
+        for (uint32_t s = 0; s < S; s++) {
+          const float2 x = __ldcg(ml + s);
+          if (x.y > 0.0f) M = fmaxf(M, x.x);
+        }
+        for (uint32_t s = 0; s < S; s++) {
+          const float2 x = __ldcg(ml + s);
+          const float f = x.y > 0.0f ? exp2f(x.x - M) : 0.0f;
+          L += x.y * f;
+          acc += __ldcg(pa + (size_t)s * D) * f;
+        }
+      }
+      sh->x[g][c] = L > 0.0f ? acc / L : 0.0f;
+    }
+  }
+  __syncthreads();
+  /* out_g = P_v^T y_g: x_i = sum_k P_v[k][i] y_k, each part's k range, then
+   * the parts summed. */
+  rotation_part<D, RP>(pr, sh->x, tid / D, tid % D, G, red);
+  __syncthreads();
+  for (uint32_t i = tid; i < G * D; i += DEC_THREADS)
+    out[(base + i / D) * D + i % D] = parts_sum<D, NP>(red, i / D, i % D);
+}
+
 template <int D, int KB, int VB, int NG>
 __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
   constexpr int KS = D / 16;   /* k-steps of the score MMAs */
@@ -356,20 +502,13 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
   constexpr int NP = DEC_THREADS / D;
   constexpr int KE = 1 << (2 * KB), VE = 1 << (2 * VB);
   constexpr int TB = (int)dec_tile_bytes(D, KB, VB);
-  extern __shared__ __align__(16) uint32_t dyn_all[];
+  extern __shared__ __align__(128) uint32_t dyn_all[];
   /* dyn_all: the warps' tile stages (DEC_WARPS, DEC_STAGES, TB bytes), the
    * rotations' partial sums red, then dyn, the memory the phases share. */
   float *red = (float *)(dyn_all + DEC_WARPS * DEC_STAGES * TB / 4);
   uint32_t *dyn = dyn_all + DEC_WARPS * DEC_STAGES * TB / 4 + dec_rot_bytes(D) / 4;
-  __shared__ __align__(16) float sm_x[8][D]; /* scaled queries */
-  __shared__ float sm_q[8][D]; /* rotated queries */
-  __shared__ float sm_m[DEC_WARPS][8], sm_l[DEC_WARPS][8];
+  __shared__ dec_shared<D> sh;
 
-  /* The merge kernel launched after this one may start as soon as every
-   * block of this one runs: it loads P_v meanwhile, then waits for the
-   * partials (griddepcontrol.wait returns once this whole grid is done and
-   * its writes are visible). */
-  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
   const uint32_t split = blockIdx.x, h = blockIdx.y, seq = blockIdx.z;
   const uint32_t tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const uint32_t j = lane & 3, r = lane >> 2;
@@ -384,7 +523,6 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
    * queries: all independent, all in flight together), then the copies of
    * the first DEC_STAGES - 1 tiles (B is a multiple of 64, so a tile never crosses a block).
    * The centroids are kernel arguments. */
-  __shared__ float sm_kc[16], sm_vc[16];
   constexpr int RP = D / NP; /* rows of a rotation part */
   constexpr int QW = (8 * D + DEC_THREADS - 1) / DEC_THREADS;
   float pr[RP], qv[QW];
@@ -415,22 +553,22 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
    * value, eight 16-byte stores, the k-th to 16-byte piece (k + u) % 8 so
    * that the eight threads of a store phase hit different banks. */
   constexpr int NE = (int)dec_tab_entries(KB, VB);
-  if (tid < (1u << KB)) sm_kc[tid] = a.kc[tid];
-  if (tid >= 32 && tid < 32 + (1u << VB)) sm_vc[tid - 32] = a.vc[tid - 32];
+  if (tid < (1u << KB)) sh.kc[tid] = a.kc[tid];
+  if (tid >= 32 && tid < 32 + (1u << VB)) sh.vc[tid - 32] = a.vc[tid - 32];
   __syncthreads();
   for (uint32_t u = tid; u < 2u * NE; u += DEC_THREADS) {
     const uint32_t e = u >> 1;
     uint32_t x = 0;
-    if (!(u & 1u) && e < (uint32_t)KE) x = pack_half2(sm_kc[e & ((1u << KB) - 1)], sm_kc[e >> KB]);
+    if (!(u & 1u) && e < (uint32_t)KE) x = pack_half2(sh.kc[e & ((1u << KB) - 1)], sh.kc[e >> KB]);
     uint32_t y = x;
     if (VB == 2 && (u & 1u)) {
       /* Byte e: codes of coordinates c (bits 0-1) and c + 1 (2-3) of one
        * token, then the same of the next (4-5, 6-7); the low word is
        * coordinate c of both tokens, the high word c + 1. */
-      x = pack_half2(sm_vc[e & 3u], sm_vc[(e >> 4) & 3u]);
-      y = pack_half2(sm_vc[(e >> 2) & 3u], sm_vc[e >> 6]);
+      x = pack_half2(sh.vc[e & 3u], sh.vc[(e >> 4) & 3u]);
+      y = pack_half2(sh.vc[(e >> 2) & 3u], sh.vc[e >> 6]);
     } else if ((u & 1u) && e < (uint32_t)VE) {
-      x = y = pack_half2(sm_vc[e & ((1u << VB) - 1)], sm_vc[e >> VB]);
+      x = y = pack_half2(sh.vc[e & ((1u << VB) - 1)], sh.vc[e >> VB]);
     }
     uint4 *row = (uint4 *)((uint8_t *)dyn + (size_t)e * TAB_STRIDE + (u & 1u) * (TAB_STRIDE / 2));
     const uint4 v4 = make_uint4(x, y, x, y);
@@ -441,7 +579,7 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
   const uint32_t klo = 4 * lane, vlo = VB == 2 ? 128 + 8 * (lane & 15) : 128 + 4 * lane;
 #define TAB(o) (*(const uint32_t *)(tab + (o)))
 
-  /* 1. Rotation: sm_q[g] = P_k (q_g * scale) * log2(e). Thread (i, part)
+  /* 1. Rotation: sh.q[g] = P_k (q_g * scale) * log2(e). Thread (i, part)
    * holds column i of rows [part D/NP, (part + 1) D/NP) of pt_k in
    * registers (coalesced loads, all in flight with the queries'); the NP
    * parts are summed through shared memory. */
@@ -450,13 +588,13 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
 #pragma unroll
     for (int k = 0; k < QW; k++) {
       const uint32_t x = tid + k * DEC_THREADS;
-      if (x < G * D) sm_x[x / D][x % D] = qv[k] * a.c.scale;
+      if (x < G * D) sh.x[x / D][x % D] = qv[k] * a.c.scale;
     }
     __syncthreads();
-    rotation_part<D, RP>(pr, sm_x, part, i, G, red);
+    rotation_part<D, RP>(pr, sh.x, part, i, G, red);
     __syncthreads();
     for (uint32_t k = tid; k < G * D; k += DEC_THREADS)
-      sm_q[k / D][k % D] = parts_sum<D, NP>(red, k / D, k % D) * LOG2E;
+      sh.q[k / D][k % D] = parts_sum<D, NP>(red, k / D, k % D) * LOG2E;
     __syncthreads();
   }
 
@@ -474,8 +612,8 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
       for (int b = 0; b < 2; b++) {
         float x0 = 0.0f, x1 = 0.0f;
         if (g < G) {
-          x0 = split_part(sm_q[g][CPT * j + 4 * s + 2 * b], low);
-          x1 = split_part(sm_q[g][CPT * j + 4 * s + 2 * b + 1], low);
+          x0 = split_part(sh.q[g][CPT * j + 4 * s + 2 * b], low);
+          x1 = split_part(sh.q[g][CPT * j + 4 * s + 2 * b + 1], low);
         }
         qf[nt][s][b] = pack_half2(x0, x1);
       }
@@ -677,7 +815,7 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
 #pragma unroll
     for (int nt = 0; nt < NG; nt++) {
       uint32_t g = 4 * nt + j;
-      if (g < G) sm_m[warp][g] = m[nt], sm_l[warp][g] = l[nt];
+      if (g < G) sh.m[warp][g] = m[nt], sh.l[warp][g] = l[nt];
     }
   }
 #pragma unroll
@@ -690,130 +828,11 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
     }
   }
   __syncthreads();
-  const uint32_t S = a.c.n_splits;
-  const size_t base = (size_t)seq * Hq + (size_t)h * G; /* first query head row */
-  for (uint32_t i = tid; i < G * D; i += DEC_THREADS) {
-    uint32_t g = i / D, c = i % D;
-    float M = -INFINITY;
-#pragma unroll
-    for (int w = 0; w < DEC_WARPS; w++) M = fmaxf(M, sm_m[w][g]);
-    float L = 0.0f, acc = 0.0f;
-#pragma unroll
-    for (int w = 0; w < DEC_WARPS; w++) {
-      float f = exp2_diff(sm_m[w][g], M);
-      L += sm_l[w][g] * f;
-      acc += sm_o[(w * G + g) * OS + c + c / 32] * f;
-    }
-    size_t at = (base + g) * S + split;
-    a.c.part_acc[at * D + c] = acc * a.inv_vscale;
-    if (c == 0) {
-      a.c.part_ml[at * 2] = M;
-      a.c.part_ml[at * 2 + 1] = L;
-    }
-  }
+  decode_finish<D>(&sh, sm_o, red, tid, G, (size_t)seq * Hq + (size_t)h * G, split, a.c.n_splits,
+                   a.c.counts + (size_t)seq * H + h, a.c.part_ml, a.c.part_acc, a.p_v, a.c.out,
+                   a.inv_vscale);
 }
 #undef TAB
-
-/*
- * The merge of a decode call: grid (H, n_seqs), DEC_THREADS threads, one
- * block per (sequence, KV head), launched after decode_kernel with
- * programmatic dependent launch. Before it waits for decode_kernel's grid,
- * each thread (c, part) loads column c of rows [part D/NP, (part + 1) D/NP)
- * of P_v into registers; then the block merges the splits' partials of its
- * G heads, divides by the softmax sum, applies P_v^T (the parts summed in
- * shared memory) and writes the output.
- */
-template <int D>
-__global__ void __launch_bounds__(DEC_THREADS) decode_merge_kernel(const float *p_v,
-                                                                 const float *part_ml,
-                                                                 const float *part_acc,
-                                                                 uint32_t S, uint32_t G,
-                                                                 float *out) {
-  constexpr int NP = DEC_THREADS / D;
-  constexpr int RP = D / NP;
-  /* Splits held in registers: with at most MERGE_PF splits (the usual case),
-   * each thread loads the (m, l) pairs of its head and its partial sums all
-   * at once and merges them on its own: one round trip to memory, no
-   * exchange between threads before the rotation. */
-  constexpr int MERGE_PF = 16;
-  __shared__ __align__(16) float sm_x[8][D];
-  __shared__ float red[NP * 8 * D];
-  const uint32_t h = blockIdx.x, seq = blockIdx.y, tid = threadIdx.x;
-  const uint32_t pc = tid % D, part = tid / D;
-  const size_t base = ((size_t)seq * gridDim.x + h) * G; /* first query head row */
-  float pr[RP];
-#pragma unroll
-  for (int u = 0; u < RP; u++) pr[u] = __ldg(p_v + (size_t)(part * RP + u) * D + pc);
-
-  asm volatile("griddepcontrol.wait;" ::: "memory");
-
-  for (uint32_t i = tid; i < G * D; i += DEC_THREADS) {
-    const uint32_t g = i / D, c = i % D;
-    const float2 *ml = (const float2 *)(part_ml + (base + g) * S * 2);
-    const float *pa = part_acc + (base + g) * S * D + c;
-    /* Empty splits (l = 0) have m = -inf and weigh 0. */
-    float M = -INFINITY, L = 0.0f, acc = 0.0f;
-    if (S <= (uint32_t)MERGE_PF) {
-      float2 x[MERGE_PF];
-      float y[MERGE_PF];
-#pragma unroll
-      for (int s = 0; s < MERGE_PF; s++) {
-        x[s] = (uint32_t)s < S ? __ldcg(ml + s) : make_float2(-INFINITY, 0.0f);
-        y[s] = (uint32_t)s < S ? __ldcg(pa + (size_t)s * D) : 0.0f;
-      }
-#pragma unroll
-      for (int s = 0; s < MERGE_PF; s++)
-        if (x[s].y > 0.0f) M = fmaxf(M, x[s].x);
-#pragma unroll
-      for (int s = 0; s < MERGE_PF; s++) {
-        const float f = x[s].y > 0.0f ? exp2f(x[s].x - M) : 0.0f;
-        L += x[s].y * f;
-        acc += y[s] * f;
-      }
-    } else {
-      for (uint32_t s = 0; s < S; s++) {
-        const float2 x = __ldcg(ml + s);
-        if (x.y > 0.0f) M = fmaxf(M, x.x);
-      }
-      for (uint32_t s = 0; s < S; s++) {
-        const float2 x = __ldcg(ml + s);
-        const float f = x.y > 0.0f ? exp2f(x.x - M) : 0.0f;
-        L += x.y * f;
-        acc += __ldcg(pa + (size_t)s * D) * f;
-      }
-    }
-    sm_x[g][c] = L > 0.0f ? acc / L : 0.0f;
-  }
-  __syncthreads();
-  /* out_g = P_v^T y_g: x_i = sum_k P_v[k][i] y_k, each part's k range, then
-   * the parts summed. */
-  rotation_part<D, RP>(pr, sm_x, part, pc, G, red);
-  __syncthreads();
-  for (uint32_t i = tid; i < G * D; i += DEC_THREADS)
-    out[(base + i / D) * D + i % D] = parts_sum<D, NP>(red, i / D, i % D);
-}
-
-/* Launches the merge of a decode call right behind decode_kernel, as its
- * programmatic dependent. */
-template <int D>
-static tq_status launch_merge(tq_cuda_ctx *ctx, const dec_args *a) {
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(a->H, a->c.n_seqs, 1);
-  cfg.blockDim = dim3(DEC_THREADS, 1, 1);
-  cfg.dynamicSmemBytes = 0;
-  cfg.stream = ctx->stream;
-  cudaLaunchAttribute attr[1] = {};
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = 1;
-  tq_status st = tq_cuda_fail(ctx, cudaLaunchKernelEx(&cfg, decode_merge_kernel<D>, a->p_v,
-                                                      (const float *)a->c.part_ml,
-                                                      (const float *)a->c.part_acc,
-                                                      a->c.n_splits, a->c.G, a->c.out));
-  if (st != TQ_OK) return st;
-  return tq_cuda_check_launch(ctx);
-}
 
 template <int D, int KB, int VB, int NG>
 static tq_status launch_decode(tq_cuda_ctx *ctx, const dec_args *a, dim3 grid, uint32_t *slots) {
@@ -831,9 +850,7 @@ static tq_status launch_decode(tq_cuda_ctx *ctx, const dec_args *a, dim3 grid, u
     return TQ_OK;
   }
   decode_kernel<D, KB, VB, NG><<<grid, DEC_THREADS, dyn, ctx->stream>>>(*a);
-  st = tq_cuda_check_launch(ctx);
-  if (st != TQ_OK) return st;
-  return launch_merge<D>(ctx, a);
+  return tq_cuda_check_launch(ctx);
 }
 
 template <int D, int KB, int VB>
@@ -897,6 +914,7 @@ static tq_status decode_common(tq_cuda_ctx *ctx, const tq_cuda_codec *kc, const 
   for (uint32_t i = 0; i < (1u << vb); i++) a.vc[i] = vc->h_centroids[i] * vc->table_scale;
   a.c.scale = call->scale / kc->table_scale;
   a.inv_vscale = 1.0f / vc->table_scale;
+  if (call->n_splits > 1 && !call->counts) return TQ_ERR_INVALID_ARGUMENT;
   a.pt_k = kc->d_pt;
   a.p_v = vc->d_p;
   dim3 grid(call->n_splits, lay->H, call->n_seqs);

@@ -31,6 +31,7 @@ struct tq_cuda_cache {
   uint8_t **free_blk;             /* blocks not in use */
   uint32_t n_free, cap_free;
   float *d_qrot, *d_ml, *d_acc;   /* scratch */
+  uint32_t *d_counts;             /* (n_seqs, H) decode's finished splits, zero between calls */
   uint32_t slots[9];              /* decode blocks resident at once, by G; 0 until asked */
   size_t cap_qrot, cap_ml, cap_acc; /* in floats */
   size_t bytes;
@@ -94,6 +95,7 @@ extern "C" void tq_cuda_cache_free(tq_cuda_cache *cache) {
   cudaFree(cache->d_qrot);
   cudaFree(cache->d_ml);
   cudaFree(cache->d_acc);
+  cudaFree(cache->d_counts);
   free(cache->slabs);
   free(cache->free_blk);
   free(cache->h_table);
@@ -140,17 +142,22 @@ extern "C" tq_status tq_cuda_cache_create(tq_cuda_ctx *ctx, const tq_cuda_cache_
   if (!c->h_table || !c->h_lens || !c->h_nblk) st = TQ_ERR_OUT_OF_MEMORY;
   if (st == TQ_OK) st = tq_cuda_fail(ctx, cudaMalloc((void **)&c->d_table, tab * sizeof(uint8_t *)));
   if (st == TQ_OK) st = tq_cuda_fail(ctx, cudaMalloc((void **)&c->d_lens, lanes * sizeof(uint32_t)));
+  const size_t counts = (size_t)p->n_seqs * p->n_kv_heads;
+  if (st == TQ_OK)
+    st = tq_cuda_fail(ctx, cudaMalloc((void **)&c->d_counts, counts * sizeof(uint32_t)));
   if (st == TQ_OK)
     st = tq_cuda_fail(ctx, cudaMemsetAsync(c->d_table, 0, tab * sizeof(uint8_t *), ctx->stream));
   if (st == TQ_OK)
     st = tq_cuda_fail(ctx, cudaMemsetAsync(c->d_lens, 0, lanes * sizeof(uint32_t), ctx->stream));
+  if (st == TQ_OK)
+    st = tq_cuda_fail(ctx, cudaMemsetAsync(c->d_counts, 0, counts * sizeof(uint32_t), ctx->stream));
   if (st == TQ_OK) st = tq_cuda_fail(ctx, cudaStreamSynchronize(ctx->stream));
   if (st != TQ_OK) {
     tq_cuda_cache_free(c);
     return st;
   }
-  c->bytes = tab * sizeof(uint8_t *) + lanes * sizeof(uint32_t) + 2 * 2 * (size_t)p->head_dim *
-             p->head_dim * sizeof(float);
+  c->bytes = tab * sizeof(uint8_t *) + lanes * sizeof(uint32_t) + counts * sizeof(uint32_t) +
+             2 * 2 * (size_t)p->head_dim * p->head_dim * sizeof(float);
   *out = c;
   return TQ_OK;
 }
@@ -410,6 +417,7 @@ extern "C" tq_status tq_cuda_cache_attention_decode(tq_cuda_cache *cache, uint32
   call.out = out;
   call.part_ml = cache->d_ml;
   call.part_acc = cache->d_acc;
+  call.counts = cache->d_counts;
   return tq_cuda_decode(cache->ctx, cache->kc, cache->vc, &cache->lay, &call);
 }
 

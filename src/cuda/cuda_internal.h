@@ -96,9 +96,9 @@ tq_status tq_cuda_rotate_queries(tq_cuda_ctx *ctx, const tq_cuda_codec *kc, cons
 #define TQ_CUDA_MAX_SPLITS 256
 
 /* One decode call over the cache of one layer: decode_kernel, grid
- * (n_splits, H, n_seqs) (query rotation, split attention, one partial per
- * split), then decode_merge_kernel, grid (H, n_seqs), launched as its
- * programmatic dependent (merge of the splits, inverse value rotation). */
+ * (n_splits, H, n_seqs): query rotation, split attention, one partial per
+ * split; the last block of each (sequence, KV head) to finish merges the
+ * partials and rotates the result back. */
 typedef struct tq_decode_call {
   const uint8_t *const *table;     /* device (n_seqs, max_blocks) block pointers */
   uint32_t max_blocks;
@@ -110,6 +110,9 @@ typedef struct tq_decode_call {
   float *out;                      /* (n_seqs, H * G, d) */
   float *part_ml;                  /* (n_seqs, H * G, n_splits, 2) scratch */
   float *part_acc;                 /* (n_seqs, H * G, n_splits, d) scratch */
+  uint32_t *counts;                /* (n_seqs, H) finished splits, zero between calls
+                                      (the last block resets its count); needed when
+                                      n_splits > 1 */
 } tq_decode_call;
 
 /* Blocks of the decode kernel for these codecs and G that run at once on
