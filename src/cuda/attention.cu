@@ -325,25 +325,26 @@ __device__ __forceinline__ uint32_t tab_off(const uint32_t *w, int off, int n, u
  * query rotation and the inverse value rotation): this thread holds RP
  * consecutive rows [part RP, (part + 1) RP) of one column `col` of the
  * matrix in pr, and writes red[(part * 8 + g) * D + col] = sum over those
- * rows of pr[u] * x[g][row] for the G heads; the caller sums the parts. */
-template <int D, int RP>
+ * rows of pr[u] * x[g][row] for the G heads (G <= GM, the kernel's
+ * 4 NG); the caller sums the parts. */
+template <int D, int RP, int GM>
 __device__ __forceinline__ void rotation_part(const float (&pr)[RP], const float (*x)[D],
                                               uint32_t part, uint32_t col, uint32_t G,
                                               float *red) {
-  float acc[8];
+  float acc[GM];
 #pragma unroll
-  for (int g = 0; g < 8; g++) acc[g] = 0.0f;
+  for (int g = 0; g < GM; g++) acc[g] = 0.0f;
 #pragma unroll
   for (int u = 0; u < RP; u += 4) {
 #pragma unroll
-    for (int g = 0; g < 8; g++)
+    for (int g = 0; g < GM; g++)
       if (g < (int)G) {
         const float4 v = *(const float4 *)&x[g][part * RP + u];
         acc[g] += pr[u] * v.x + pr[u + 1] * v.y + pr[u + 2] * v.z + pr[u + 3] * v.w;
       }
   }
 #pragma unroll
-  for (int g = 0; g < 8; g++)
+  for (int g = 0; g < GM; g++)
     if (g < (int)G) red[(part * 8 + g) * D + col] = acc[g];
 }
 
@@ -381,7 +382,7 @@ struct __align__(128) dec_shared {
  * loop over the splits inside a loop over (head, coordinate), ptxas gave the
  * tile loop 44 more instructions for G > 4 (recomputed addresses; docs/CUDA.md,
  * v19), so the outer loop is unrolled. */
-template <int D>
+template <int D, int GM>
 __device__ __forceinline__ void decode_finish(dec_shared<D> *sh, const float *sm_o, float *red,
                                               uint32_t tid, uint32_t G, size_t base,
                                               uint32_t split, uint32_t S, uint32_t *cnt,
@@ -487,7 +488,7 @@ __device__ __forceinline__ void decode_finish(dec_shared<D> *sh, const float *sm
   __syncthreads();
   /* out_g = P_v^T y_g: x_i = sum_k P_v[k][i] y_k, each part's k range, then
    * the parts summed. */
-  rotation_part<D, RP>(pr, sh->x, tid / D, tid % D, G, red);
+  rotation_part<D, RP, GM>(pr, sh->x, tid / D, tid % D, G, red);
   __syncthreads();
   for (uint32_t i = tid; i < G * D; i += DEC_THREADS)
     out[(base + i / D) * D + i % D] = parts_sum<D, NP>(red, i / D, i % D);
@@ -591,10 +592,11 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
       if (x < G * D) sh.x[x / D][x % D] = qv[k] * a.c.scale;
     }
     __syncthreads();
-    rotation_part<D, RP>(pr, sh.x, part, i, G, red);
+    rotation_part<D, RP, 4 * NG>(pr, sh.x, part, i, G, red);
     __syncthreads();
-    for (uint32_t k = tid; k < G * D; k += DEC_THREADS)
-      sh.q[k / D][k % D] = parts_sum<D, NP>(red, k / D, k % D) * LOG2E;
+    /* Rows G..7 zero: the fragments below load every row. */
+    for (uint32_t k = tid; k < 8 * D; k += DEC_THREADS)
+      sh.q[k / D][k % D] = k < G * D ? parts_sum<D, NP>(red, k / D, k % D) * LOG2E : 0.0f;
     __syncthreads();
   }
 
@@ -610,11 +612,10 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
     for (int s = 0; s < KS; s++) {
 #pragma unroll
       for (int b = 0; b < 2; b++) {
-        float x0 = 0.0f, x1 = 0.0f;
-        if (g < G) {
-          x0 = split_part(sh.q[g][CPT * j + 4 * s + 2 * b], low);
-          x1 = split_part(sh.q[g][CPT * j + 4 * s + 2 * b + 1], low);
-        }
+        /* No branch on g < G (rows G..7 are zero), so that the loads
+         * are issued together. */
+        const float x0 = split_part(sh.q[g][CPT * j + 4 * s + 2 * b], low);
+        const float x1 = split_part(sh.q[g][CPT * j + 4 * s + 2 * b + 1], low);
         qf[nt][s][b] = pack_half2(x0, x1);
       }
     }
@@ -828,9 +829,9 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
     }
   }
   __syncthreads();
-  decode_finish<D>(&sh, sm_o, red, tid, G, (size_t)seq * Hq + (size_t)h * G, split, a.c.n_splits,
-                   a.c.counts + (size_t)seq * H + h, a.c.part_ml, a.c.part_acc, a.p_v, a.c.out,
-                   a.inv_vscale);
+  decode_finish<D, 4 * NG>(&sh, sm_o, red, tid, G, (size_t)seq * Hq + (size_t)h * G, split,
+                           a.c.n_splits, a.c.counts + (size_t)seq * H + h, a.c.part_ml,
+                           a.c.part_acc, a.p_v, a.c.out, a.inv_vscale);
 }
 #undef TAB
 
