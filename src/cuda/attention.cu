@@ -514,11 +514,19 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
   const uint32_t tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const uint32_t j = lane & 3, r = lane >> 2;
   const uint32_t G = a.c.G, H = a.H, Hq = H * G;
-  const uint32_t T = a.c.lens[seq];
   const uint32_t lo = split * a.c.split_tokens;
-  const uint32_t hi = min(T, lo + a.c.split_tokens);
   const uint8_t *const *table = a.c.table + (size_t)seq * a.c.max_blocks;
   const uint32_t B = a.B;
+  /* The block pointers of the first tiles are loaded together with the
+   * sequence's length, not after it (the index clamped to the table; a
+   * tile past the end is not copied): two global round trips become one
+   * at the start of the block. */
+  const uint8_t *first[DEC_STAGES - 1];
+#pragma unroll
+  for (int i = 0; i < DEC_STAGES - 1; i++)
+    first[i] = table[min((lo + warp * TILE + i * DEC_WARPS * TILE) / B, a.c.max_blocks - 1)];
+  const uint32_t T = a.c.lens[seq];
+  const uint32_t hi = min(T, lo + a.c.split_tokens);
 
   /* The set-up's loads first (the rotation's columns of pt_k and the
    * queries: all independent, all in flight together), then the copies of
@@ -543,7 +551,7 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
 #pragma unroll
   for (int i = 0; i < DEC_STAGES - 1; i++) {
     uint32_t t = t0 + i * step;
-    if (t < hi) stage_tile<D, KB, VB>(stg + i * TB, table[t / B], h, B, t % B, a, lane);
+    if (t < hi) stage_tile<D, KB, VB>(stg + i * TB, first[i], h, B, t % B, a, lane);
     cp_async_commit();
   }
 
