@@ -439,8 +439,6 @@ __device__ __forceinline__ void decode_finish(dec_shared<D> *sh, const float *sm
     }
     __syncthreads();
     if (!sh->last) return;
-  }
-  if (S > 1) {
     /* Each thread merges one (head, coordinate) over the splits on its own;
      * up to MERGE_PF splits in one round trip. Empty splits (l = 0) have
      * m = -inf and weigh 0. */
