@@ -367,7 +367,6 @@ struct __align__(128) dec_shared {
   float x[8][D];                  /* scaled queries; at the end the merged result */
   float q[8][D];                  /* rotated queries */
   float m[DEC_WARPS][8], l[DEC_WARPS][8]; /* the warps' softmax maxima and sums */
-  float kc[16], vc[16];           /* centroids, for the tables */
   uint32_t last;                  /* this block merges the splits */
 };
 
@@ -527,9 +526,9 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
   const uint32_t hi = min(T, lo + a.c.split_tokens);
 
   /* The set-up's loads first (the rotation's columns of pt_k and the
-   * queries: all independent, all in flight together), then the copies of
-   * the first DEC_STAGES - 1 tiles (B is a multiple of 64, so a tile never crosses a block).
-   * The centroids are kernel arguments. */
+   * queries: all independent, all in flight together), then the tables,
+   * then the copies of the first DEC_STAGES - 1 tiles (B is a multiple of
+   * 64, so a tile never crosses a block). */
   constexpr int RP = D / NP; /* rows of a rotation part */
   constexpr int QW = (8 * D + DEC_THREADS - 1) / DEC_THREADS;
   float pr[RP], qv[QW];
@@ -543,6 +542,35 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
       qv[k] = x < G * D ? qb[x] : 0.0f;
     }
   }
+  /* Pair tables: entry e = half2 (c[e & mask], c[e >> bits]), one copy per
+   * bank (for 2-bit values the four-centroid entries, one copy per bank
+   * pair), built from the kernel arguments while the loads above are in
+   * flight, before the first copies (which wait for their block pointers)
+   * and with no barrier of their own (the rotation's first barrier comes
+   * before any lookup). Thread u < 2 NE makes
+   * the copies of one half-entry (key half u even, value half u odd): one
+   * value, eight 16-byte stores, the k-th to 16-byte piece (k + u) % 8 so
+   * that the eight threads of a store phase hit different banks. */
+  constexpr int NE = (int)dec_tab_entries(KB, VB);
+  for (uint32_t u = tid; u < 2u * NE; u += DEC_THREADS) {
+    const uint32_t e = u >> 1;
+    uint32_t x = 0;
+    if (!(u & 1u) && e < (uint32_t)KE) x = pack_half2(a.kc[e & ((1u << KB) - 1)], a.kc[e >> KB]);
+    uint32_t y = x;
+    if (VB == 2 && (u & 1u)) {
+      /* Byte e: codes of coordinates c (bits 0-1) and c + 1 (2-3) of one
+       * token, then the same of the next (4-5, 6-7); the low word is
+       * coordinate c of both tokens, the high word c + 1. */
+      x = pack_half2(a.vc[e & 3u], a.vc[(e >> 4) & 3u]);
+      y = pack_half2(a.vc[(e >> 2) & 3u], a.vc[e >> 6]);
+    } else if ((u & 1u) && e < (uint32_t)VE) {
+      x = y = pack_half2(a.vc[e & ((1u << VB) - 1)], a.vc[e >> VB]);
+    }
+    uint4 *row = (uint4 *)((uint8_t *)dyn + (size_t)e * TAB_STRIDE + (u & 1u) * (TAB_STRIDE / 2));
+    const uint4 v4 = make_uint4(x, y, x, y);
+#pragma unroll
+    for (int k = 0; k < 8; k++) row[(k + u) % 8] = v4;
+  }
   const uint32_t step = DEC_WARPS * TILE;
   uint8_t *stg = (uint8_t *)dyn_all + (size_t)warp * DEC_STAGES * TB;
   uint32_t t0 = lo + warp * TILE;
@@ -553,35 +581,6 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
     cp_async_commit();
   }
 
-  /* Pair tables: entry e = half2 (c[e & mask], c[e >> bits]), one copy per
-   * bank (for 2-bit values the four-centroid entries, one copy per bank
-   * pair), built while the loads above are in flight. Thread u < 2 NE makes
-   * the copies of one half-entry (key half u even, value half u odd): one
-   * value, eight 16-byte stores, the k-th to 16-byte piece (k + u) % 8 so
-   * that the eight threads of a store phase hit different banks. */
-  constexpr int NE = (int)dec_tab_entries(KB, VB);
-  if (tid < (1u << KB)) sh.kc[tid] = a.kc[tid];
-  if (tid >= 32 && tid < 32 + (1u << VB)) sh.vc[tid - 32] = a.vc[tid - 32];
-  __syncthreads();
-  for (uint32_t u = tid; u < 2u * NE; u += DEC_THREADS) {
-    const uint32_t e = u >> 1;
-    uint32_t x = 0;
-    if (!(u & 1u) && e < (uint32_t)KE) x = pack_half2(sh.kc[e & ((1u << KB) - 1)], sh.kc[e >> KB]);
-    uint32_t y = x;
-    if (VB == 2 && (u & 1u)) {
-      /* Byte e: codes of coordinates c (bits 0-1) and c + 1 (2-3) of one
-       * token, then the same of the next (4-5, 6-7); the low word is
-       * coordinate c of both tokens, the high word c + 1. */
-      x = pack_half2(sh.vc[e & 3u], sh.vc[(e >> 4) & 3u]);
-      y = pack_half2(sh.vc[(e >> 2) & 3u], sh.vc[e >> 6]);
-    } else if ((u & 1u) && e < (uint32_t)VE) {
-      x = y = pack_half2(sh.vc[e & ((1u << VB) - 1)], sh.vc[e >> VB]);
-    }
-    uint4 *row = (uint4 *)((uint8_t *)dyn + (size_t)e * TAB_STRIDE + (u & 1u) * (TAB_STRIDE / 2));
-    const uint4 v4 = make_uint4(x, y, x, y);
-#pragma unroll
-    for (int k = 0; k < 8; k++) row[(k + u) % 8] = v4;
-  }
   const uint8_t *tab = (const uint8_t *)dyn;
   const uint32_t klo = 4 * lane, vlo = VB == 2 ? 128 + 8 * (lane & 15) : 128 + 4 * lane;
 #define TAB(o) (*(const uint32_t *)(tab + (o)))
