@@ -358,6 +358,28 @@ __device__ __forceinline__ float parts_sum(const float *red, uint32_t g, uint32_
   return s;
 }
 
+/* The merge of S split partials of one (row, coordinate): (m, l) pairs at
+ * ml, partial sums at pa, pa + stride, ...; returns sum_s acc_s 2^(m_s - M)
+ * / sum_s l_s 2^(m_s - M) over the splits with l > 0 (M their largest m),
+ * 0 when there are none. Reads through L2 (the partials come from other
+ * blocks). */
+__device__ __forceinline__ float merge_splits(const float2 *ml, const float *pa, uint32_t S,
+                                              uint32_t stride) {
+  float M = -INFINITY;
+  for (uint32_t s = 0; s < S; s++) {
+    const float2 x = __ldcg(ml + s);
+    if (x.y > 0.0f) M = fmaxf(M, x.x);
+  }
+  float L = 0.0f, acc = 0.0f;
+  for (uint32_t s = 0; s < S; s++) {
+    const float2 x = __ldcg(ml + s);
+    const float f = x.y > 0.0f ? exp2f(x.x - M) : 0.0f;
+    L += x.y * f;
+    acc += __ldcg(pa + (size_t)s * stride) * f;
+  }
+  return L > 0.0f ? acc / L : 0.0f;
+}
+
 /* The decode kernel's static shared memory, one object. Its alignment makes
  * its size a multiple of 128 bytes, so that the dynamic shared memory after
  * it (tile stages, tables) starts on a 128-byte boundary: shifted by 16
@@ -449,8 +471,8 @@ __device__ __forceinline__ void decode_finish(dec_shared<D> *sh, const float *sm
       const uint32_t g = i / D, c = i % D;
       const float2 *ml = (const float2 *)(part_ml + (base + g) * S * 2);
       const float *pa = part_acc + (base + g) * S * D + c;
-      float M = -INFINITY, L = 0.0f, acc = 0.0f;
       if (S <= (uint32_t)MERGE_PF) {
+        float M = -INFINITY, L = 0.0f, acc = 0.0f;
         float2 x[MERGE_PF];
         float y[MERGE_PF];
 #pragma unroll
@@ -467,19 +489,10 @@ __device__ __forceinline__ void decode_finish(dec_shared<D> *sh, const float *sm
           L += x[s].y * f;
           acc += y[s] * f;
         }
+        sh->x[g][c] = L > 0.0f ? acc / L : 0.0f;
       } else {
-        for (uint32_t s = 0; s < S; s++) {
-          const float2 x = __ldcg(ml + s);
-          if (x.y > 0.0f) M = fmaxf(M, x.x);
-        }
-        for (uint32_t s = 0; s < S; s++) {
-          const float2 x = __ldcg(ml + s);
-          const float f = x.y > 0.0f ? exp2f(x.x - M) : 0.0f;
-          L += x.y * f;
-          acc += __ldcg(pa + (size_t)s * D) * f;
-        }
+        sh->x[g][c] = merge_splits(ml, pa, S, D);
       }
-      sh->x[g][c] = L > 0.0f ? acc / L : 0.0f;
     }
   }
   __syncthreads();
@@ -547,10 +560,10 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
    * pair), built from the kernel arguments while the loads above are in
    * flight, before the first copies (which wait for their block pointers)
    * and with no barrier of their own (the rotation's first barrier comes
-   * before any lookup). Thread u < 2 NE makes
-   * the copies of one half-entry (key half u even, value half u odd): one
-   * value, eight 16-byte stores, the k-th to 16-byte piece (k + u) % 8 so
-   * that the eight threads of a store phase hit different banks. */
+   * before any lookup). Thread u < 2 NE makes the copies of one half-entry
+   * (key half u even, value half u odd): one value, eight 16-byte stores,
+   * the k-th to 16-byte piece (k + u) % 8 so that the eight threads of a
+   * store phase hit different banks. */
   constexpr int NE = (int)dec_tab_entries(KB, VB);
   for (uint32_t u = tid; u < 2u * NE; u += DEC_THREADS) {
     const uint32_t e = u >> 1;
@@ -1084,19 +1097,7 @@ __global__ void reduce_kernel(const float *part_ml, const float *part_acc, uint3
   extern __shared__ float y[];
   const size_t row = (size_t)blockIdx.y * gridDim.x + blockIdx.x;
   const uint32_t j = threadIdx.x;
-  const float *ml = part_ml + row * S * 2;
-  float M = -INFINITY;
-  for (uint32_t s = 0; s < S; s++)
-    if (ml[2 * s + 1] > 0.0f) M = fmaxf(M, ml[2 * s]);
-  float L = 0.0f, acc = 0.0f;
-  for (uint32_t s = 0; s < S; s++) {
-    float l = ml[2 * s + 1];
-    if (!(l > 0.0f)) continue;
-    float f = exp2f(ml[2 * s] - M);
-    L += l * f;
-    acc += part_acc[(row * S + s) * d + j] * f;
-  }
-  y[j] = L > 0.0f ? acc / L : 0.0f;
+  y[j] = merge_splits((const float2 *)(part_ml + row * S * 2), part_acc + row * S * d + j, S, d);
   __syncthreads();
   /* x = P^T y: x_j = sum_k P[k][j] y_k, p row-major P. */
   float x = 0.0f;
