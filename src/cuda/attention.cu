@@ -247,7 +247,7 @@ struct tile_regs {
   static constexpr int VCH = D * VB / 64; /* value bytes per lane and token */
   uint32_t k[2][(KCH + 3) / 4];
   uint32_t v[4][(VCH + 3) / 4];
-  uint32_t kn, vn; /* fp16 pairs: norms of tokens r (low) and r + 8 (high) */
+  uint32_t n[4]; /* fp16 norms in the low halves: key r, key r + 8, value r, value r + 8 */
 };
 
 /* A lane's share of a staged tile, into registers. */
@@ -267,8 +267,68 @@ __device__ __forceinline__ void load_tile(tile_regs<D, KB, VB> &t, const uint8_t
   load_chunk_s<VCH>(vc + (2 * j + 8) * VCB, t.v[2]);
   load_chunk_s<VCH>(vc + (2 * j + 9) * VCB, t.v[3]);
   const unsigned short *kn = (const unsigned short *)(stg + KT + VT);
-  t.kn = (uint32_t)kn[r] | (uint32_t)kn[r + 8] << 16;
-  t.vn = (uint32_t)kn[16 + r] | (uint32_t)kn[16 + r + 8] << 16;
+  t.n[0] = kn[r], t.n[1] = kn[r + 8], t.n[2] = kn[16 + r], t.n[3] = kn[16 + r + 8];
+}
+
+/* The next tile of a warp's walk: step = step_blocks B + step_rem tokens,
+ * step_rem < B, so at most one more block when the slot wraps. tp: the
+ * tile's block-table entry, ns: its slot in the block. */
+__device__ __forceinline__ void advance_tile(const uint8_t *const *&tp, uint32_t &ns,
+                                             uint32_t step_blocks, uint32_t step_rem, uint32_t B) {
+  ns += step_rem;
+  const bool wrap = ns >= B;
+  ns = wrap ? ns - B : ns;
+  tp += step_blocks + (wrap ? 1u : 0u);
+}
+
+/* Loads CH bytes (CH a multiple of 4; p aligned to the largest power of
+ * two up to 16 dividing CH) from global memory into 32-bit words, as
+ * streaming loads (read once per call: evict first). */
+template <int CH>
+__device__ __forceinline__ void load_chunk_g(const uint8_t *p, uint32_t *w) {
+  static_assert(CH % 4 == 0, "whole words only");
+  if constexpr (CH % 16 == 0) {
+#pragma unroll
+    for (int i = 0; i < CH / 16; i++) {
+      uint4 x = __ldcs((const uint4 *)p + i);
+      w[4 * i] = x.x, w[4 * i + 1] = x.y, w[4 * i + 2] = x.z, w[4 * i + 3] = x.w;
+    }
+  } else if constexpr (CH % 8 == 0) {
+#pragma unroll
+    for (int i = 0; i < CH / 8; i++) {
+      uint2 x = __ldcs((const uint2 *)p + i);
+      w[2 * i] = x.x, w[2 * i + 1] = x.y;
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < CH / 4; i++) w[i] = __ldcs((const unsigned int *)p + i);
+  }
+}
+
+/* A lane's share of one tile (16 tokens from slot0 of block blk, KV head h),
+ * as load_tile lays it out, loaded from the cache block straight into
+ * registers: no copy to shared memory and no second read from there. The
+ * loads stay in flight until the registers are first used (the next
+ * tile's). */
+template <int D, int KB, int VB>
+__device__ __forceinline__ void load_tile_g(tile_regs<D, KB, VB> &t, const uint8_t *blk,
+                                            uint32_t h, uint32_t B, uint32_t slot0,
+                                            const dec_args &a, uint32_t lane) {
+  constexpr int KCB = D * KB / 8, VCB = D * VB / 8;
+  constexpr int KCH = tile_regs<D, KB, VB>::KCH, VCH = tile_regs<D, KB, VB>::VCH;
+  const uint32_t j = lane & 3, r = lane >> 2;
+  const uint32_t row0 = h * B + slot0;
+  const uint8_t *k = blk + (row0 * (uint32_t)KCB + j * KCH + r * KCB);
+  load_chunk_g<KCH>(k, t.k[0]);
+  load_chunk_g<KCH>(k + 8 * KCB, t.k[1]);
+  const uint8_t *v = blk + (a.off_vc + row0 * (uint32_t)VCB + r * VCH + 2 * j * VCB);
+  load_chunk_g<VCH>(v, t.v[0]);
+  load_chunk_g<VCH>(v + VCB, t.v[1]);
+  load_chunk_g<VCH>(v + 8 * VCB, t.v[2]);
+  load_chunk_g<VCH>(v + 9 * VCB, t.v[3]);
+  const unsigned short *kn = (const unsigned short *)(blk + (a.off_kn + row0 * 2 + 2 * r));
+  const unsigned short *vn = (const unsigned short *)(blk + (a.off_vn + row0 * 2 + 2 * r));
+  t.n[0] = __ldcs(kn), t.n[1] = __ldcs(kn + 8), t.n[2] = __ldcs(vn), t.n[3] = __ldcs(vn + 8);
 }
 
 /* *p += v at device scope with acquire and release semantics; returns the
@@ -300,6 +360,161 @@ __device__ __forceinline__ uint32_t tab_off(const uint32_t *w, int off, int n, u
     return (x & m) | lo;
   }
   return (bits_at(w, off, n) << 8) | lo;
+}
+
+/* One tile of the decode loop for one warp: scores of its 16 tokens (from
+ * t0; rows past hi are masked), the online softmax, the value MMAs. o, m, l
+ * are the warp's running state; qf the query fragments. */
+template <int D, int KB, int VB, int NG>
+__device__ __forceinline__ void tile_step(const tile_regs<D, KB, VB> &cur, uint32_t t0,
+                                          uint32_t hi, float (&o)[D / 16][4], float (&m)[NG],
+                                          float (&l)[NG], const uint32_t (&qf)[NG][D / 16][2],
+                                          const uint8_t *tab, uint32_t klo, uint32_t vlo,
+                                          uint32_t j, uint32_t r, uint32_t G) {
+  constexpr int KS = D / 16, NMT = D / 16;
+#define TAB(o) (*(const uint32_t *)(tab + (o)))
+  /* SCORE_SETS accumulator sets (k-step s into set s % SCORE_SETS):
+   * independent chains of dependent MMAs, summed at the end. */
+  float sacc[SCORE_SETS][NG][4];
+#pragma unroll
+  for (int c4 = 0; c4 < SCORE_SETS; c4++)
+#pragma unroll
+    for (int nt = 0; nt < NG; nt++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) sacc[c4][nt][e] = 0.0f;
+#pragma unroll
+  for (int s = 0; s < KS; s++) {
+    uint32_t ka[4];
+    ka[0] = TAB(tab_off(cur.k[0], 4 * s * KB, 2 * KB, klo));
+    ka[1] = TAB(tab_off(cur.k[1], 4 * s * KB, 2 * KB, klo));
+    ka[2] = TAB(tab_off(cur.k[0], (4 * s + 2) * KB, 2 * KB, klo));
+    ka[3] = TAB(tab_off(cur.k[1], (4 * s + 2) * KB, 2 * KB, klo));
+#pragma unroll
+    for (int nt = 0; nt < NG; nt++)
+      mma_16816(sacc[s % SCORE_SETS][nt], ka, qf[nt][s][0], qf[nt][s][1]);
+  }
+  float sc[NG][4];
+#pragma unroll
+  for (int nt = 0; nt < NG; nt++)
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+      float x = sacc[0][nt][e];
+#pragma unroll
+      for (int c4 = 1; c4 < SCORE_SETS; c4++) x += sacc[c4][nt][e];
+      sc[nt][e] = x;
+    }
+
+  const float2 kn = make_float2(__half2float(__ushort_as_half((unsigned short)cur.n[0])),
+                                __half2float(__ushort_as_half((unsigned short)cur.n[1])));
+  const float2 vn = make_float2(__half2float(__ushort_as_half((unsigned short)cur.n[2])),
+                                __half2float(__ushort_as_half((unsigned short)cur.n[3])));
+  const bool ok0 = t0 + r < hi, ok1 = t0 + r + 8 < hi;
+  uint32_t pk[NG];
+  float sv0[NG], sv1[NG];
+  bool keep = true;
+#pragma unroll
+  for (int nt = 0; nt < NG; nt++) {
+    sv0[nt] = ok0 ? (sc[nt][0] + sc[nt][1]) * kn.x : -INFINITY;
+    sv1[nt] = ok1 ? (sc[nt][2] + sc[nt][3]) * kn.y : -INFINITY;
+    keep = keep && sv0[nt] <= m[nt] && sv1[nt] <= m[nt];
+  }
+  if (__all_sync(0xffffffffu, keep)) {
+    /* No score above its head's running maximum (the usual case after the
+     * first tiles): the maxima stay, the factor is 1 (the other branch
+     * would compute exactly these values), no reduction, no rescale. */
+#pragma unroll
+    for (int nt = 0; nt < NG; nt++) {
+      const float p0 = exp2_diff(sv0[nt], m[nt]), p1 = exp2_diff(sv1[nt], m[nt]);
+      l[nt] += p0 + p1;
+      pk[nt] = pack_half2(p0 > 0.0f ? p0 * vn.x : 0.0f, p1 > 0.0f ? p1 * vn.y : 0.0f);
+    }
+  } else {
+    float al[NG];
+#pragma unroll
+    for (int nt = 0; nt < NG; nt++) {
+      const float s0 = sv0[nt], s1 = sv1[nt];
+      float mx = fmaxf(s0, s1);
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 4));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 8));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 16));
+      float mn = fmaxf(m[nt], mx);
+      al[nt] = exp2_diff(m[nt], mn);
+      m[nt] = mn;
+      float p0 = exp2_diff(s0, mn), p1 = exp2_diff(s1, mn);
+      l[nt] = l[nt] * al[nt] + (p0 + p1);
+      /* A weight's fp16 rounding (2^-12) averages out over the tokens. */
+      pk[nt] = pack_half2(p0 > 0.0f ? p0 * vn.x : 0.0f, p1 > 0.0f ? p1 * vn.y : 0.0f);
+    }
+
+    /* Rescale O where a head's maximum moved. */
+    const uint32_t sa = (2 * j) & 3, sb = (2 * j + 1) & 3;
+    float aa = __shfl_sync(0xffffffffu, al[0], sa), ab = __shfl_sync(0xffffffffu, al[0], sb);
+    if constexpr (NG == 2) {
+      float a1 = __shfl_sync(0xffffffffu, al[1], sa), b1 = __shfl_sync(0xffffffffu, al[1], sb);
+      if (j >= 2) aa = a1, ab = b1;
+    }
+    if (__any_sync(0xffffffffu, aa != 1.0f || ab != 1.0f)) {
+#pragma unroll
+      for (int mt = 0; mt < NMT; mt++) {
+        o[mt][0] *= aa, o[mt][1] *= ab;
+        o[mt][2] *= aa, o[mt][3] *= ab;
+      }
+    }
+  }
+
+  /* P^T B fragment: column r is head r; k-slots 2j, 2j+1, 2j+8, 2j+9 are
+   * tokens 2j, 2j+1, 2j+8, 2j+9, held by lanes 8j + r%4 (2j and 2j+8) and
+   * 8j + 4 + r%4 (2j+1 and 2j+9). */
+  uint32_t pb0, pb1;
+  {
+    const int s0 = 8 * j + (r & 3), s1 = s0 + 4;
+    uint32_t x0 = __shfl_sync(0xffffffffu, pk[0], s0);
+    uint32_t x1 = __shfl_sync(0xffffffffu, pk[0], s1);
+    if constexpr (NG == 2) {
+      uint32_t y0 = __shfl_sync(0xffffffffu, pk[1], s0);
+      uint32_t y1 = __shfl_sync(0xffffffffu, pk[1], s1);
+      if (r >= 4) x0 = y0, x1 = y1;
+    }
+    pb0 = r < G ? prmt(x0, x1, 0x5410) : 0u;
+    pb1 = r < G ? prmt(x0, x1, 0x7632) : 0u;
+  }
+
+  /* Values: rows r (coordinate VCPT r + 2 mt) and r + 8 (the next one). */
+  if constexpr (VB == 2) {
+    /* Byte i of y: nibble 2i (y0, y2) or 2i + 1 (y1, y3) of tokens 2j
+     * (low) and 2j + 1 (high) for y0, y1, of tokens 2j + 8 and 2j + 9 for
+     * y2, y3: the codes of two tokens at two coordinates. */
+    const uint32_t yy[4] = {
+        (cur.v[0][0] & 0x0f0f0f0fu) | ((cur.v[1][0] << 4) & 0xf0f0f0f0u),
+        ((cur.v[0][0] >> 4) & 0x0f0f0f0fu) | (cur.v[1][0] & 0xf0f0f0f0u),
+        (cur.v[2][0] & 0x0f0f0f0fu) | ((cur.v[3][0] << 4) & 0xf0f0f0f0u),
+        ((cur.v[2][0] >> 4) & 0x0f0f0f0fu) | (cur.v[3][0] & 0xf0f0f0f0u)};
+#pragma unroll
+    for (int mt = 0; mt < NMT; mt++) {
+      /* Rows r and r + 8 (coordinates 2 mt and 2 mt + 1): byte mt / 2 of
+       * y0 or y1 for the tokens 2j, 2j + 1, of y2 or y3 for 2j + 8,
+       * 2j + 9; one 64-bit load gives both rows' registers. */
+      const uint32_t sel = 0x5504u | (uint32_t)(mt >> 1) << 4;
+      const uint2 x0 = *(const uint2 *)(tab + prmt(yy[mt & 1], vlo, sel));
+      const uint2 x1 = *(const uint2 *)(tab + prmt(yy[2 + (mt & 1)], vlo, sel));
+      uint32_t va[4] = {x0.x, x0.y, x1.x, x1.y};
+      mma_16816(o[mt], va, pb0, pb1);
+    }
+  } else {
+    /* A pair index holds the codes of two tokens at one coordinate. */
+#pragma unroll
+    for (int mt = 0; mt < NMT; mt++) {
+      uint32_t va[4];
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        const int c = 2 * mt + (e & 1), p = (e >> 1) * 2;
+        uint32_t i = bits_at(cur.v[p], c * VB, VB) | (bits_at(cur.v[p + 1], c * VB, VB) << VB);
+        va[e] = TAB((i << 8) | vlo);
+      }
+      mma_16816(o[mt], va, pb0, pb1);
+    }
+  }
+#undef TAB
 }
 
 /*
@@ -587,11 +802,21 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
   const uint32_t step = DEC_WARPS * TILE;
   uint8_t *stg = (uint8_t *)dyn_all + (size_t)warp * DEC_STAGES * TB;
   uint32_t t0 = lo + warp * TILE;
+  /* Tiles straight from the cache into registers (two register sets, one
+   * tile ahead) where a lane's runs are whole words and the loop's
+   * registers leave room (G <= 4); otherwise through the warp's stages in
+   * shared memory. */
+  constexpr bool DIRECT = NG == 1 && (D * KB / 32) % 4 == 0 && (D * VB / 64) % 4 == 0;
+  tile_regs<D, KB, VB> ta, tb;
+  if constexpr (DIRECT) {
+    if (t0 < hi) load_tile_g<D, KB, VB>(ta, first[0], h, B, t0 % B, a, lane);
+  } else {
 #pragma unroll
-  for (int i = 0; i < DEC_STAGES - 1; i++) {
-    uint32_t t = t0 + i * step;
-    if (t < hi) stage_tile<D, KB, VB>(stg + i * TB, first[i], h, B, t % B, a, lane);
-    cp_async_commit();
+    for (int i = 0; i < DEC_STAGES - 1; i++) {
+      uint32_t t = t0 + i * step;
+      if (t < hi) stage_tile<D, KB, VB>(stg + i * TB, first[i], h, B, t % B, a, lane);
+      cp_async_commit();
+    }
   }
 
   const uint8_t *tab = (const uint8_t *)dyn;
@@ -648,171 +873,41 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
   float o[NMT][4];
 #pragma unroll
   for (int mt = 0; mt < NMT; mt++) o[mt][0] = o[mt][1] = o[mt][2] = o[mt][3] = 0.0f;
-  tile_regs<D, KB, VB> cur;
-  /* Block (its table entry) and slot of the next tile to copy (t0 +
-   * (DEC_STAGES - 1) step), advanced by step each tile: no division in the
-   * loop. */
+  /* Block (its table entry) and slot of the next tile to load (t0 +
+   * (DEC_STAGES - 1) step; with DIRECT t0 + step), advanced by step each
+   * tile: no division in the loop. The direct loop alternates the two
+   * register sets: the next tile's loads go into the set that the last
+   * tile used. */
   const uint8_t *const *tp = table + (t0 + (DEC_STAGES - 1) * step) / B;
   uint32_t ns = (t0 + (DEC_STAGES - 1) * step) % B;
-  for (uint32_t it = 0; t0 < hi; t0 += step, it++) {
-    /* Copy tile it + DEC_STAGES - 1 into the stage that tile it - 1 used;
-     * wait for tile it. */
-    __syncwarp();
-    const uint32_t t2 = t0 + (DEC_STAGES - 1) * step;
-    if (t2 < hi)
-      stage_tile<D, KB, VB>(stg + ((it + DEC_STAGES - 1) % DEC_STAGES) * TB, *tp, h, B,
-                            ns, a, lane);
-    cp_async_commit();
-    {
-      /* step = step_blocks B + step_rem, step_rem < B: at most one more
-       * block when the slot wraps. */
-      ns += a.step_rem;
-      const bool wrap = ns >= B;
-      ns = wrap ? ns - B : ns;
-      tp += a.step_blocks + (wrap ? 1u : 0u);
+  if constexpr (DIRECT) {
+    for (;;) {
+      if (t0 >= hi) break;
+      if (t0 + step < hi) load_tile_g<D, KB, VB>(tb, *tp, h, B, ns, a, lane);
+      advance_tile(tp, ns, a.step_blocks, a.step_rem, B);
+      tile_step<D, KB, VB, NG>(ta, t0, hi, o, m, l, qf, tab, klo, vlo, j, r, G);
+      t0 += step;
+      if (t0 >= hi) break;
+      if (t0 + step < hi) load_tile_g<D, KB, VB>(ta, *tp, h, B, ns, a, lane);
+      advance_tile(tp, ns, a.step_blocks, a.step_rem, B);
+      tile_step<D, KB, VB, NG>(tb, t0, hi, o, m, l, qf, tab, klo, vlo, j, r, G);
+      t0 += step;
     }
-    cp_async_wait<DEC_STAGES - 1>();
-    __syncwarp();
-    load_tile<D, KB, VB>(cur, stg + (it % DEC_STAGES) * TB, lane);
-
-    /* SCORE_SETS accumulator sets (k-step s into set s % SCORE_SETS):
-     * independent chains of dependent MMAs, summed at the end. */
-    float sacc[SCORE_SETS][NG][4];
-#pragma unroll
-    for (int c4 = 0; c4 < SCORE_SETS; c4++)
-#pragma unroll
-      for (int nt = 0; nt < NG; nt++)
-#pragma unroll
-        for (int e = 0; e < 4; e++) sacc[c4][nt][e] = 0.0f;
-#pragma unroll
-    for (int s = 0; s < KS; s++) {
-      uint32_t ka[4];
-      ka[0] = TAB(tab_off(cur.k[0], 4 * s * KB, 2 * KB, klo));
-      ka[1] = TAB(tab_off(cur.k[1], 4 * s * KB, 2 * KB, klo));
-      ka[2] = TAB(tab_off(cur.k[0], (4 * s + 2) * KB, 2 * KB, klo));
-      ka[3] = TAB(tab_off(cur.k[1], (4 * s + 2) * KB, 2 * KB, klo));
-#pragma unroll
-      for (int nt = 0; nt < NG; nt++)
-        mma_16816(sacc[s % SCORE_SETS][nt], ka, qf[nt][s][0], qf[nt][s][1]);
-    }
-    float sc[NG][4];
-#pragma unroll
-    for (int nt = 0; nt < NG; nt++)
-#pragma unroll
-      for (int e = 0; e < 4; e++) {
-        float x = sacc[0][nt][e];
-#pragma unroll
-        for (int c4 = 1; c4 < SCORE_SETS; c4++) x += sacc[c4][nt][e];
-        sc[nt][e] = x;
-      }
-
-    const float2 kn = __half22float2(*(const __half2 *)&cur.kn);
-    const float2 vn = __half22float2(*(const __half2 *)&cur.vn);
-    const bool ok0 = t0 + r < hi, ok1 = t0 + r + 8 < hi;
-    uint32_t pk[NG];
-    float sv0[NG], sv1[NG];
-    bool keep = true;
-#pragma unroll
-    for (int nt = 0; nt < NG; nt++) {
-      sv0[nt] = ok0 ? (sc[nt][0] + sc[nt][1]) * kn.x : -INFINITY;
-      sv1[nt] = ok1 ? (sc[nt][2] + sc[nt][3]) * kn.y : -INFINITY;
-      keep = keep && sv0[nt] <= m[nt] && sv1[nt] <= m[nt];
-    }
-    if (__all_sync(0xffffffffu, keep)) {
-      /* No score above its head's running maximum (the usual case after the
-       * first tiles): the maxima stay, the factor is 1 (the other branch
-       * would compute exactly these values), no reduction, no rescale. */
-#pragma unroll
-      for (int nt = 0; nt < NG; nt++) {
-        const float p0 = exp2_diff(sv0[nt], m[nt]), p1 = exp2_diff(sv1[nt], m[nt]);
-        l[nt] += p0 + p1;
-        pk[nt] = pack_half2(p0 > 0.0f ? p0 * vn.x : 0.0f, p1 > 0.0f ? p1 * vn.y : 0.0f);
-      }
-    } else {
-      float al[NG];
-#pragma unroll
-      for (int nt = 0; nt < NG; nt++) {
-        const float s0 = sv0[nt], s1 = sv1[nt];
-        float mx = fmaxf(s0, s1);
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 4));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 8));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 16));
-        float mn = fmaxf(m[nt], mx);
-        al[nt] = exp2_diff(m[nt], mn);
-        m[nt] = mn;
-        float p0 = exp2_diff(s0, mn), p1 = exp2_diff(s1, mn);
-        l[nt] = l[nt] * al[nt] + (p0 + p1);
-        /* A weight's fp16 rounding (2^-12) averages out over the tokens. */
-        pk[nt] = pack_half2(p0 > 0.0f ? p0 * vn.x : 0.0f, p1 > 0.0f ? p1 * vn.y : 0.0f);
-      }
-
-      /* Rescale O where a head's maximum moved. */
-      const uint32_t sa = (2 * j) & 3, sb = (2 * j + 1) & 3;
-      float aa = __shfl_sync(0xffffffffu, al[0], sa), ab = __shfl_sync(0xffffffffu, al[0], sb);
-      if constexpr (NG == 2) {
-        float a1 = __shfl_sync(0xffffffffu, al[1], sa), b1 = __shfl_sync(0xffffffffu, al[1], sb);
-        if (j >= 2) aa = a1, ab = b1;
-      }
-      if (__any_sync(0xffffffffu, aa != 1.0f || ab != 1.0f)) {
-#pragma unroll
-        for (int mt = 0; mt < NMT; mt++) {
-          o[mt][0] *= aa, o[mt][1] *= ab;
-          o[mt][2] *= aa, o[mt][3] *= ab;
-        }
-      }
-    }
-
-    /* P^T B fragment: column r is head r; k-slots 2j, 2j+1, 2j+8, 2j+9 are
-     * tokens 2j, 2j+1, 2j+8, 2j+9, held by lanes 8j + r%4 (2j and 2j+8) and
-     * 8j + 4 + r%4 (2j+1 and 2j+9). */
-    uint32_t pb0, pb1;
-    {
-      const int s0 = 8 * j + (r & 3), s1 = s0 + 4;
-      uint32_t x0 = __shfl_sync(0xffffffffu, pk[0], s0);
-      uint32_t x1 = __shfl_sync(0xffffffffu, pk[0], s1);
-      if constexpr (NG == 2) {
-        uint32_t y0 = __shfl_sync(0xffffffffu, pk[1], s0);
-        uint32_t y1 = __shfl_sync(0xffffffffu, pk[1], s1);
-        if (r >= 4) x0 = y0, x1 = y1;
-      }
-      pb0 = r < G ? prmt(x0, x1, 0x5410) : 0u;
-      pb1 = r < G ? prmt(x0, x1, 0x7632) : 0u;
-    }
-
-    /* Values: rows r (coordinate VCPT r + 2 mt) and r + 8 (the next one). */
-    if constexpr (VB == 2) {
-      /* Byte i of y: nibble 2i (y0, y2) or 2i + 1 (y1, y3) of tokens 2j
-       * (low) and 2j + 1 (high) for y0, y1, of tokens 2j + 8 and 2j + 9 for
-       * y2, y3: the codes of two tokens at two coordinates. */
-      const uint32_t yy[4] = {
-          (cur.v[0][0] & 0x0f0f0f0fu) | ((cur.v[1][0] << 4) & 0xf0f0f0f0u),
-          ((cur.v[0][0] >> 4) & 0x0f0f0f0fu) | (cur.v[1][0] & 0xf0f0f0f0u),
-          (cur.v[2][0] & 0x0f0f0f0fu) | ((cur.v[3][0] << 4) & 0xf0f0f0f0u),
-          ((cur.v[2][0] >> 4) & 0x0f0f0f0fu) | (cur.v[3][0] & 0xf0f0f0f0u)};
-#pragma unroll
-      for (int mt = 0; mt < NMT; mt++) {
-        /* Rows r and r + 8 (coordinates 2 mt and 2 mt + 1): byte mt / 2 of
-         * y0 or y1 for the tokens 2j, 2j + 1, of y2 or y3 for 2j + 8,
-         * 2j + 9; one 64-bit load gives both rows' registers. */
-        const uint32_t sel = 0x5504u | (uint32_t)(mt >> 1) << 4;
-        const uint2 lo = *(const uint2 *)(tab + prmt(yy[mt & 1], vlo, sel));
-        const uint2 hi = *(const uint2 *)(tab + prmt(yy[2 + (mt & 1)], vlo, sel));
-        uint32_t va[4] = {lo.x, lo.y, hi.x, hi.y};
-        mma_16816(o[mt], va, pb0, pb1);
-      }
-    } else {
-      /* A pair index holds the codes of two tokens at one coordinate. */
-#pragma unroll
-      for (int mt = 0; mt < NMT; mt++) {
-        uint32_t va[4];
-#pragma unroll
-        for (int e = 0; e < 4; e++) {
-          const int c = 2 * mt + (e & 1), p = (e >> 1) * 2;
-          uint32_t i = bits_at(cur.v[p], c * VB, VB) | (bits_at(cur.v[p + 1], c * VB, VB) << VB);
-          va[e] = TAB((i << 8) | vlo);
-        }
-        mma_16816(o[mt], va, pb0, pb1);
-      }
+  } else {
+    for (uint32_t it = 0; t0 < hi; t0 += step, it++) {
+      /* Copy tile it + DEC_STAGES - 1 into the stage that tile it - 1 used;
+       * wait for tile it. */
+      __syncwarp();
+      const uint32_t t2 = t0 + (DEC_STAGES - 1) * step;
+      if (t2 < hi)
+        stage_tile<D, KB, VB>(stg + ((it + DEC_STAGES - 1) % DEC_STAGES) * TB, *tp, h, B,
+                              ns, a, lane);
+      cp_async_commit();
+      advance_tile(tp, ns, a.step_blocks, a.step_rem, B);
+      cp_async_wait<DEC_STAGES - 1>();
+      __syncwarp();
+      load_tile<D, KB, VB>(ta, stg + (it % DEC_STAGES) * TB, lane);
+      tile_step<D, KB, VB, NG>(ta, t0, hi, o, m, l, qf, tab, klo, vlo, j, r, G);
     }
   }
   cp_async_wait<0>();
