@@ -239,8 +239,12 @@ __device__ __forceinline__ void load_chunk_s(const uint8_t *p, uint32_t *w) {
  * the score MMA, rows = tokens): lane (r = lane / 4, j = lane % 4) owns
  * coordinates [j D/4, (j+1) D/4) of tokens r and r + 8, one contiguous run
  * of code bytes each. Value operand (A of the value MMA, rows =
- * coordinates): lane owns coordinates [r D/8, (r+1) D/8) of tokens 2j, 2j+1,
- * 2j+8, 2j+9. */
+ * coordinates, columns = k-slots): lane owns coordinates [r D/8, (r+1) D/8)
+ * of k-slots 2j, 2j+1, 2j+8, 2j+9, which hold the tokens j, j+4, j+8, j+12
+ * (v[0..3]): each of the four loads of a warp then reads one contiguous
+ * 128-byte run for 2-bit codes and d = 128 (one line, no bank conflict),
+ * where tokens 2j, 2j+1, ... took two lines (two-way conflicts in shared
+ * memory). */
 template <int D, int KB, int VB>
 struct tile_regs {
   static constexpr int KCH = D * KB / 32; /* key bytes per lane and token */
@@ -262,10 +266,10 @@ __device__ __forceinline__ void load_tile(tile_regs<D, KB, VB> &t, const uint8_t
   load_chunk_s<KCH>(kc + r * KCB, t.k[0]);
   load_chunk_s<KCH>(kc + (r + 8) * KCB, t.k[1]);
   const uint8_t *vc = stg + KT + r * VCH;
-  load_chunk_s<VCH>(vc + (2 * j) * VCB, t.v[0]);
-  load_chunk_s<VCH>(vc + (2 * j + 1) * VCB, t.v[1]);
-  load_chunk_s<VCH>(vc + (2 * j + 8) * VCB, t.v[2]);
-  load_chunk_s<VCH>(vc + (2 * j + 9) * VCB, t.v[3]);
+  load_chunk_s<VCH>(vc + j * VCB, t.v[0]);
+  load_chunk_s<VCH>(vc + (j + 4) * VCB, t.v[1]);
+  load_chunk_s<VCH>(vc + (j + 8) * VCB, t.v[2]);
+  load_chunk_s<VCH>(vc + (j + 12) * VCB, t.v[3]);
   const unsigned short *kn = (const unsigned short *)(stg + KT + VT);
   t.n[0] = kn[r], t.n[1] = kn[r + 8], t.n[2] = kn[16 + r], t.n[3] = kn[16 + r + 8];
 }
@@ -321,11 +325,11 @@ __device__ __forceinline__ void load_tile_g(tile_regs<D, KB, VB> &t, const uint8
   const uint8_t *k = blk + (row0 * (uint32_t)KCB + j * KCH + r * KCB);
   load_chunk_g<KCH>(k, t.k[0]);
   load_chunk_g<KCH>(k + 8 * KCB, t.k[1]);
-  const uint8_t *v = blk + (a.off_vc + row0 * (uint32_t)VCB + r * VCH + 2 * j * VCB);
+  const uint8_t *v = blk + (a.off_vc + row0 * (uint32_t)VCB + r * VCH + j * VCB);
   load_chunk_g<VCH>(v, t.v[0]);
-  load_chunk_g<VCH>(v + VCB, t.v[1]);
+  load_chunk_g<VCH>(v + 4 * VCB, t.v[1]);
   load_chunk_g<VCH>(v + 8 * VCB, t.v[2]);
-  load_chunk_g<VCH>(v + 9 * VCB, t.v[3]);
+  load_chunk_g<VCH>(v + 12 * VCB, t.v[3]);
   const unsigned short *kn = (const unsigned short *)(blk + (a.off_kn + row0 * 2 + 2 * r));
   const unsigned short *vn = (const unsigned short *)(blk + (a.off_vn + row0 * 2 + 2 * r));
   t.n[0] = __ldcs(kn), t.n[1] = __ldcs(kn + 8), t.n[2] = __ldcs(vn), t.n[3] = __ldcs(vn + 8);
@@ -463,11 +467,11 @@ __device__ __forceinline__ void tile_step(const tile_regs<D, KB, VB> &cur, uint3
   }
 
   /* P^T B fragment: column r is head r; k-slots 2j, 2j+1, 2j+8, 2j+9 are
-   * tokens 2j, 2j+1, 2j+8, 2j+9, held by lanes 8j + r%4 (2j and 2j+8) and
-   * 8j + 4 + r%4 (2j+1 and 2j+9). */
+   * tokens j, j+4, j+8, j+12 (tile_regs), held by lanes 4j + r%4 (j and
+   * j+8) and 16 + 4j + r%4 (j+4 and j+12). */
   uint32_t pb0, pb1;
   {
-    const int s0 = 8 * j + (r & 3), s1 = s0 + 4;
+    const int s0 = 4 * j + (r & 3), s1 = s0 + 16;
     uint32_t x0 = __shfl_sync(0xffffffffu, pk[0], s0);
     uint32_t x1 = __shfl_sync(0xffffffffu, pk[0], s1);
     if constexpr (NG == 2) {
@@ -481,8 +485,8 @@ __device__ __forceinline__ void tile_step(const tile_regs<D, KB, VB> &cur, uint3
 
   /* Values: rows r (coordinate VCPT r + 2 mt) and r + 8 (the next one). */
   if constexpr (VB == 2) {
-    /* Byte i of y: nibble 2i (y0, y2) or 2i + 1 (y1, y3) of tokens 2j
-     * (low) and 2j + 1 (high) for y0, y1, of tokens 2j + 8 and 2j + 9 for
+    /* Byte i of y: nibble 2i (y0, y2) or 2i + 1 (y1, y3) of k-slots 2j
+     * (low) and 2j + 1 (high) for y0, y1, of k-slots 2j + 8 and 2j + 9 for
      * y2, y3: the codes of two tokens at two coordinates. */
     const uint32_t yy[4] = {
         (cur.v[0][0] & 0x0f0f0f0fu) | ((cur.v[1][0] << 4) & 0xf0f0f0f0u),
@@ -492,7 +496,7 @@ __device__ __forceinline__ void tile_step(const tile_regs<D, KB, VB> &cur, uint3
 #pragma unroll
     for (int mt = 0; mt < NMT; mt++) {
       /* Rows r and r + 8 (coordinates 2 mt and 2 mt + 1): byte mt / 2 of
-       * y0 or y1 for the tokens 2j, 2j + 1, of y2 or y3 for 2j + 8,
+       * y0 or y1 for the k-slots 2j, 2j + 1, of y2 or y3 for 2j + 8,
        * 2j + 9; one 64-bit load gives both rows' registers. */
       const uint32_t sel = 0x5504u | (uint32_t)(mt >> 1) << 4;
       const uint2 x0 = *(const uint2 *)(tab + prmt(yy[mt & 1], vlo, sel));
