@@ -201,26 +201,36 @@ __device__ __forceinline__ void stage_tile(uint8_t *stg, const uint8_t *blk, uin
   }
 }
 
-/* Loads CH bytes from shared memory (CH a run of code bytes, aligned to its
- * largest power-of-two divisor up to 16) into 32-bit words, little-endian;
- * unused high bytes 0. */
-template <int CH>
-__device__ __forceinline__ void load_chunk_s(const uint8_t *p, uint32_t *w) {
+/* One load of a T from p: from global memory as a streaming load (read
+ * once per call: evict first), or from shared memory. */
+template <typename T, bool GLOBAL>
+__device__ __forceinline__ T ld_word(const T *p) {
+  if constexpr (GLOBAL) return __ldcs(p);
+  else return *p;
+}
+
+/* Loads CH bytes (a run of code bytes, aligned to its largest power-of-two
+ * divisor up to 16) into 32-bit words, little-endian; unused high bytes 0.
+ * From global memory only whole words, so that no register is assembled
+ * from parts (that would wait for the loads where they are issued). */
+template <int CH, bool GLOBAL>
+__device__ __forceinline__ void load_chunk(const uint8_t *p, uint32_t *w) {
+  static_assert(!GLOBAL || CH % 4 == 0, "whole words from global memory");
   if constexpr (CH % 16 == 0) {
 #pragma unroll
     for (int i = 0; i < CH / 16; i++) {
-      uint4 x = ((const uint4 *)p)[i];
+      uint4 x = ld_word<uint4, GLOBAL>((const uint4 *)p + i);
       w[4 * i] = x.x, w[4 * i + 1] = x.y, w[4 * i + 2] = x.z, w[4 * i + 3] = x.w;
     }
   } else if constexpr (CH % 8 == 0) {
 #pragma unroll
     for (int i = 0; i < CH / 8; i++) {
-      uint2 x = ((const uint2 *)p)[i];
+      uint2 x = ld_word<uint2, GLOBAL>((const uint2 *)p + i);
       w[2 * i] = x.x, w[2 * i + 1] = x.y;
     }
   } else if constexpr (CH % 4 == 0) {
 #pragma unroll
-    for (int i = 0; i < CH / 4; i++) w[i] = ((const uint32_t *)p)[i];
+    for (int i = 0; i < CH / 4; i++) w[i] = ld_word<unsigned int, GLOBAL>((const unsigned int *)p + i);
   } else if constexpr (CH % 2 == 0) {
 #pragma unroll
     for (int i = 0; i < (CH + 3) / 4; i++) w[i] = 0;
@@ -254,24 +264,38 @@ struct tile_regs {
   uint32_t n[4]; /* fp16 norms in the low halves: key r, key r + 8, value r, value r + 8 */
 };
 
-/* A lane's share of a staged tile, into registers. */
+/* A lane's share of one tile, into registers: the tile's key codes (token
+ * after token), value codes and 16 key and 16 value norms start at the byte
+ * offsets ko, vo, kno, vno from base (32-bit offsets: one 64-bit addition
+ * per address). */
+template <int D, int KB, int VB, bool GLOBAL>
+__device__ __forceinline__ void load_tile_at(tile_regs<D, KB, VB> &t, const uint8_t *base,
+                                             uint32_t ko, uint32_t vo, uint32_t kno,
+                                             uint32_t vno, uint32_t lane) {
+  constexpr int KCB = D * KB / 8, VCB = D * VB / 8;
+  constexpr int KCH = tile_regs<D, KB, VB>::KCH, VCH = tile_regs<D, KB, VB>::VCH;
+  const uint32_t j = lane & 3, r = lane >> 2;
+  const uint8_t *k = base + (ko + j * KCH + r * KCB);
+  load_chunk<KCH, GLOBAL>(k, t.k[0]);
+  load_chunk<KCH, GLOBAL>(k + 8 * KCB, t.k[1]);
+  const uint8_t *v = base + (vo + r * VCH + j * VCB);
+  load_chunk<VCH, GLOBAL>(v, t.v[0]);
+  load_chunk<VCH, GLOBAL>(v + 4 * VCB, t.v[1]);
+  load_chunk<VCH, GLOBAL>(v + 8 * VCB, t.v[2]);
+  load_chunk<VCH, GLOBAL>(v + 12 * VCB, t.v[3]);
+  const unsigned short *kn = (const unsigned short *)(base + (kno + 2 * r));
+  const unsigned short *vn = (const unsigned short *)(base + (vno + 2 * r));
+  t.n[0] = ld_word<unsigned short, GLOBAL>(kn), t.n[1] = ld_word<unsigned short, GLOBAL>(kn + 8);
+  t.n[2] = ld_word<unsigned short, GLOBAL>(vn), t.n[3] = ld_word<unsigned short, GLOBAL>(vn + 8);
+}
+
+/* A lane's share of a staged tile (key codes, value codes, key norms, value
+ * norms, as stage_tile copies them), into registers. */
 template <int D, int KB, int VB>
 __device__ __forceinline__ void load_tile(tile_regs<D, KB, VB> &t, const uint8_t *stg,
                                           uint32_t lane) {
-  constexpr int KCB = D * KB / 8, VCB = D * VB / 8;
-  constexpr int KCH = tile_regs<D, KB, VB>::KCH, VCH = tile_regs<D, KB, VB>::VCH;
-  constexpr int KT = 16 * KCB, VT = 16 * VCB;
-  const uint32_t j = lane & 3, r = lane >> 2;
-  const uint8_t *kc = stg + j * KCH;
-  load_chunk_s<KCH>(kc + r * KCB, t.k[0]);
-  load_chunk_s<KCH>(kc + (r + 8) * KCB, t.k[1]);
-  const uint8_t *vc = stg + KT + r * VCH;
-  load_chunk_s<VCH>(vc + j * VCB, t.v[0]);
-  load_chunk_s<VCH>(vc + (j + 4) * VCB, t.v[1]);
-  load_chunk_s<VCH>(vc + (j + 8) * VCB, t.v[2]);
-  load_chunk_s<VCH>(vc + (j + 12) * VCB, t.v[3]);
-  const unsigned short *kn = (const unsigned short *)(stg + KT + VT);
-  t.n[0] = kn[r], t.n[1] = kn[r + 8], t.n[2] = kn[16 + r], t.n[3] = kn[16 + r + 8];
+  constexpr uint32_t KT = 16 * D * KB / 8, VT = 16 * D * VB / 8;
+  load_tile_at<D, KB, VB, false>(t, stg, 0, KT, KT + VT, KT + VT + 32, lane);
 }
 
 /* The next tile of a warp's walk: step = step_blocks B + step_rem tokens,
@@ -285,30 +309,6 @@ __device__ __forceinline__ void advance_tile(const uint8_t *const *&tp, uint32_t
   tp += step_blocks + (wrap ? 1u : 0u);
 }
 
-/* Loads CH bytes (CH a multiple of 4; p aligned to the largest power of
- * two up to 16 dividing CH) from global memory into 32-bit words, as
- * streaming loads (read once per call: evict first). */
-template <int CH>
-__device__ __forceinline__ void load_chunk_g(const uint8_t *p, uint32_t *w) {
-  static_assert(CH % 4 == 0, "whole words only");
-  if constexpr (CH % 16 == 0) {
-#pragma unroll
-    for (int i = 0; i < CH / 16; i++) {
-      uint4 x = __ldcs((const uint4 *)p + i);
-      w[4 * i] = x.x, w[4 * i + 1] = x.y, w[4 * i + 2] = x.z, w[4 * i + 3] = x.w;
-    }
-  } else if constexpr (CH % 8 == 0) {
-#pragma unroll
-    for (int i = 0; i < CH / 8; i++) {
-      uint2 x = __ldcs((const uint2 *)p + i);
-      w[2 * i] = x.x, w[2 * i + 1] = x.y;
-    }
-  } else {
-#pragma unroll
-    for (int i = 0; i < CH / 4; i++) w[i] = __ldcs((const unsigned int *)p + i);
-  }
-}
-
 /* A lane's share of one tile (16 tokens from slot0 of block blk, KV head h),
  * as load_tile lays it out, loaded from the cache block straight into
  * registers: no copy to shared memory and no second read from there. The
@@ -318,21 +318,10 @@ template <int D, int KB, int VB>
 __device__ __forceinline__ void load_tile_g(tile_regs<D, KB, VB> &t, const uint8_t *blk,
                                             uint32_t h, uint32_t B, uint32_t slot0,
                                             const dec_args &a, uint32_t lane) {
-  constexpr int KCB = D * KB / 8, VCB = D * VB / 8;
-  constexpr int KCH = tile_regs<D, KB, VB>::KCH, VCH = tile_regs<D, KB, VB>::VCH;
-  const uint32_t j = lane & 3, r = lane >> 2;
   const uint32_t row0 = h * B + slot0;
-  const uint8_t *k = blk + (row0 * (uint32_t)KCB + j * KCH + r * KCB);
-  load_chunk_g<KCH>(k, t.k[0]);
-  load_chunk_g<KCH>(k + 8 * KCB, t.k[1]);
-  const uint8_t *v = blk + (a.off_vc + row0 * (uint32_t)VCB + r * VCH + j * VCB);
-  load_chunk_g<VCH>(v, t.v[0]);
-  load_chunk_g<VCH>(v + 4 * VCB, t.v[1]);
-  load_chunk_g<VCH>(v + 8 * VCB, t.v[2]);
-  load_chunk_g<VCH>(v + 12 * VCB, t.v[3]);
-  const unsigned short *kn = (const unsigned short *)(blk + (a.off_kn + row0 * 2 + 2 * r));
-  const unsigned short *vn = (const unsigned short *)(blk + (a.off_vn + row0 * 2 + 2 * r));
-  t.n[0] = __ldcs(kn), t.n[1] = __ldcs(kn + 8), t.n[2] = __ldcs(vn), t.n[3] = __ldcs(vn + 8);
+  load_tile_at<D, KB, VB, true>(t, blk, row0 * (uint32_t)(D * KB / 8),
+                                a.off_vc + row0 * (uint32_t)(D * VB / 8), a.off_kn + row0 * 2,
+                                a.off_vn + row0 * 2, lane);
 }
 
 /* *p += v at device scope with acquire and release semantics; returns the
