@@ -798,7 +798,9 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
   /* Tiles straight from the cache into registers (two register sets, one
    * tile ahead) where a lane's runs are whole words and the loop's
    * registers leave room (G <= 4); otherwise through the warp's stages in
-   * shared memory. */
+   * shared memory. The direct instances keep the stages' memory unused:
+   * without it (the tables 34-43 KiB lower) batch 1 at 4k was 5% slower on
+   * the H200 (docs/CUDA.md, v23). */
   constexpr bool DIRECT = NG == 1 && (D * KB / 32) % 4 == 0 && (D * VB / 64) % 4 == 0;
   tile_regs<D, KB, VB> ta, tb;
   if constexpr (DIRECT) {
