@@ -4,9 +4,9 @@
  * Decode (one query per sequence) is one kernel per call. decode_kernel,
  * grid (split, KV head, sequence): each block rotates its group's queries,
  * walks its token range with tensor-core MMAs on codes decoded through
- * shared tables of centroid pairs and writes one partial per split; the last
- * block of each (sequence, KV head) to finish merges the splits and rotates
- * the result back (the comment above the kernel has the details).
+ * shared tables of centroid pairs, rotates its result back and writes one
+ * partial per split; the last block of each (sequence, KV head) to finish
+ * merges the splits (docs/CUDA.md has the details).
  *
  * Prefill uses a plain CUDA-core kernel (one block per query and head)
  * between rotate_queries and reduce, which write and read partials in the
@@ -592,19 +592,30 @@ __device__ __forceinline__ float merge_splits(const float2 *ml, const float *pa,
  * its size a multiple of 128 bytes, so that the dynamic shared memory after
  * it (tile stages, tables) starts on a 128-byte boundary: shifted by 16
  * bytes, the tile loop ran 12% slower on the H200 (docs/CUDA.md, v19). */
+/* Where coordinate c of a rotated query sits in its row of dec_shared::q:
+ * 4 words of skew per lane's run of D / 4 coordinates, and rows D + 16 words
+ * apart, so that the B-fragment loads of a warp (4 heads x 4 runs, each lane
+ * 16 bytes) fall on different banks, two wavefronts a load. Unskewed, the 16
+ * runs sat on the same four banks: 16 wavefronts a load, about 1 us at the
+ * start of every block on the H200 (docs/CUDA.md, v24). */
+template <int D>
+__device__ __forceinline__ uint32_t qsk(uint32_t c) {
+  return c + 4 * (c / (D / 4));
+}
+
 template <int D>
 struct __align__(128) dec_shared {
   float x[8][D];                  /* scaled queries; at the end the merged result */
-  float q[8][D];                  /* rotated queries */
+  float q[8][D + 16];             /* rotated queries, at qsk<D>(c) in their rows */
   float m[DEC_WARPS][8], l[DEC_WARPS][8]; /* the warps' softmax maxima and sums */
   uint32_t last;                  /* this block merges the splits */
 };
 
 /* The end of a decode block, once its warps' results are in shared memory
- * (sm_o, sh->m, sh->l): the merge of the warps; with one split that is the
- * result, otherwise it is written as this split's partial and the last block
- * of the (sequence, KV head) to finish merges the splits; then the inverse
- * value rotation and the output. base: the first query head row of the
+ * (sm_o, sh->m, sh->l): the merge of the warps and the inverse value
+ * rotation; with one split that is the output, otherwise it is written as
+ * this split's partial and the last block of the (sequence, KV head) to
+ * finish merges the splits into the output. base: the first query head row of the
  * block; cnt: the (sequence, KV head)'s count of finished splits.
  *
  * No loop here may sit inside another: with the splits' merge written as a
@@ -621,8 +632,15 @@ __device__ __forceinline__ void decode_finish(dec_shared<D> *sh, const float *sm
   constexpr int RP = D / NP;
   constexpr int OS = D + D / 32;
   float pr[RP];
-  /* With one split the block's merge is the result: normalized into sh->x.
-   * Otherwise it is written as this split's partial. */
+  /* Columns of P_v into registers (thread (i, part), as the query
+   * rotation's), issued first so that they arrive during the warps' merge. */
+  {
+    const uint32_t i = tid % D, part = tid / D;
+#pragma unroll
+    for (int u = 0; u < RP; u++) pr[u] = __ldg(p_v + (size_t)(part * RP + u) * D + i);
+  }
+  /* The warps' merge into sh->x: with one split normalized (the result),
+   * otherwise the sum for this split's partial, its (m, l) written out. */
   for (uint32_t i = tid; i < G * D; i += DEC_THREADS) {
     uint32_t g = i / D, c = i % D;
     float M = -INFINITY;
@@ -639,77 +657,76 @@ __device__ __forceinline__ void decode_finish(dec_shared<D> *sh, const float *sm
       sh->x[g][c] = L > 0.0f ? acc * inv_vscale / L : 0.0f;
       continue;
     }
-    size_t at = (base + g) * S + split;
-    part_acc[at * D + c] = acc * inv_vscale;
+    sh->x[g][c] = acc * inv_vscale;
     if (c == 0) {
+      const size_t at = (base + g) * S + split;
       part_ml[at * 2] = M;
       part_ml[at * 2 + 1] = L;
     }
   }
-
-  /* Columns of P_v into registers (thread (i, part), as the query
-   * rotation's), issued before the count so that they arrive during its
-   * round trip (every block loads them; only the last one uses them). */
-  {
-    const uint32_t i = tid % D, part = tid / D;
-#pragma unroll
-    for (int u = 0; u < RP; u++) pr[u] = __ldg(p_v + (size_t)(part * RP + u) * D + i);
+  __syncthreads();
+  /* P_v^T y_g: x_i = sum_k P_v[k][i] y_k, each part's k range, then the
+   * parts summed. The merge of the splits is linear in their sums, so each
+   * block rotates its own partial back before writing it, and the last
+   * block's merge is the output (no rotation after the count). */
+  rotation_part<D, RP, GM>(pr, sh->x, tid / D, tid % D, G, red);
+  __syncthreads();
+  if (S == 1) {
+    for (uint32_t i = tid; i < G * D; i += DEC_THREADS)
+      out[(base + i / D) * D + i % D] = parts_sum<D, NP>(red, i / D, i % D);
+    return;
   }
+  for (uint32_t i = tid; i < G * D; i += DEC_THREADS)
+    part_acc[((base + i / D) * S + split) * D + i % D] = parts_sum<D, NP>(red, i / D, i % D);
   /* Each block counts itself in once its partial is written (the barrier
    * orders the block's stores before thread 0's release); the one that
    * brings the count to S (its acquire makes every partial visible) reads
-   * them from L2 and resets the count for the next call. */
-  if (S > 1) {
-    __syncthreads();
-    if (tid == 0) {
-      const uint32_t done = atomic_add_acq_rel(cnt, 1u) + 1u;
-      if (done == S) *cnt = 0;
-      sh->last = done == S;
-    }
-    __syncthreads();
-    if (!sh->last) return;
-    /* Each thread merges one (head, coordinate) over the splits on its own;
-     * up to MERGE_PF splits in one round trip. Empty splits (l = 0) have
-     * m = -inf and weigh 0. */
-    constexpr int MERGE_PF = 16;
-#pragma unroll
-    for (int k = 0; k < (8 * D + DEC_THREADS - 1) / DEC_THREADS; k++) {
-      const uint32_t i = tid + k * DEC_THREADS;
-      if (i >= G * D) break;
-      const uint32_t g = i / D, c = i % D;
-      const float2 *ml = (const float2 *)(part_ml + (base + g) * S * 2);
-      const float *pa = part_acc + (base + g) * S * D + c;
-      if (S <= (uint32_t)MERGE_PF) {
-        float M = -INFINITY, L = 0.0f, acc = 0.0f;
-        float2 x[MERGE_PF];
-        float y[MERGE_PF];
-#pragma unroll
-        for (int s = 0; s < MERGE_PF; s++) {
-          x[s] = (uint32_t)s < S ? __ldcg(ml + s) : make_float2(-INFINITY, 0.0f);
-          y[s] = (uint32_t)s < S ? __ldcg(pa + (size_t)s * D) : 0.0f;
-        }
-#pragma unroll
-        for (int s = 0; s < MERGE_PF; s++)
-          if (x[s].y > 0.0f) M = fmaxf(M, x[s].x);
-#pragma unroll
-        for (int s = 0; s < MERGE_PF; s++) {
-          const float f = x[s].y > 0.0f ? exp2f(x[s].x - M) : 0.0f;
-          L += x[s].y * f;
-          acc += y[s] * f;
-        }
-        sh->x[g][c] = L > 0.0f ? acc / L : 0.0f;
-      } else {
-        sh->x[g][c] = merge_splits(ml, pa, S, D);
-      }
-    }
+   * them from L2, merges them into the output and resets the count for
+   * the next call. */
+  __syncthreads();
+  if (tid == 0) {
+    const uint32_t done = atomic_add_acq_rel(cnt, 1u) + 1u;
+    if (done == S) *cnt = 0;
+    sh->last = done == S;
   }
   __syncthreads();
-  /* out_g = P_v^T y_g: x_i = sum_k P_v[k][i] y_k, each part's k range, then
-   * the parts summed. */
-  rotation_part<D, RP, GM>(pr, sh->x, tid / D, tid % D, G, red);
-  __syncthreads();
-  for (uint32_t i = tid; i < G * D; i += DEC_THREADS)
-    out[(base + i / D) * D + i % D] = parts_sum<D, NP>(red, i / D, i % D);
+  if (!sh->last) return;
+  /* Each thread merges one (head, coordinate) over the splits on its own;
+   * up to MERGE_PF splits in one round trip. Empty splits (l = 0) have
+   * m = -inf and weigh 0. */
+  constexpr int MERGE_PF = 16;
+#pragma unroll
+  for (int k = 0; k < (8 * D + DEC_THREADS - 1) / DEC_THREADS; k++) {
+    const uint32_t i = tid + k * DEC_THREADS;
+    if (i >= G * D) break;
+    const uint32_t g = i / D, c = i % D;
+    const float2 *ml = (const float2 *)(part_ml + (base + g) * S * 2);
+    const float *pa = part_acc + (base + g) * S * D + c;
+    float y;
+    if (S <= (uint32_t)MERGE_PF) {
+      float M = -INFINITY, L = 0.0f, acc = 0.0f;
+      float2 x[MERGE_PF];
+      float v[MERGE_PF];
+#pragma unroll
+      for (int s = 0; s < MERGE_PF; s++) {
+        x[s] = (uint32_t)s < S ? __ldcg(ml + s) : make_float2(-INFINITY, 0.0f);
+        v[s] = (uint32_t)s < S ? __ldcg(pa + (size_t)s * D) : 0.0f;
+      }
+#pragma unroll
+      for (int s = 0; s < MERGE_PF; s++)
+        if (x[s].y > 0.0f) M = fmaxf(M, x[s].x);
+#pragma unroll
+      for (int s = 0; s < MERGE_PF; s++) {
+        const float f = x[s].y > 0.0f ? exp2f(x[s].x - M) : 0.0f;
+        L += x[s].y * f;
+        acc += v[s] * f;
+      }
+      y = L > 0.0f ? acc / L : 0.0f;
+    } else {
+      y = merge_splits(ml, pa, S, D);
+    }
+    out[(base + g) * D + c] = y;
+  }
 }
 
 template <int D, int KB, int VB, int NG>
@@ -834,7 +851,7 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
     __syncthreads();
     /* Rows G..7 zero: the fragments below load every row. */
     for (uint32_t k = tid; k < 8 * D; k += DEC_THREADS)
-      sh.q[k / D][k % D] = k < G * D ? parts_sum<D, NP>(red, k / D, k % D) * LOG2E : 0.0f;
+      sh.q[k / D][qsk<D>(k % D)] = k < G * D ? parts_sum<D, NP>(red, k / D, k % D) * LOG2E : 0.0f;
     __syncthreads();
   }
 
@@ -852,8 +869,9 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
       for (int b = 0; b < 2; b++) {
         /* No branch on g < G (rows G..7 are zero), so that the loads
          * are issued together. */
-        const float x0 = split_part(sh.q[g][CPT * j + 4 * s + 2 * b], low);
-        const float x1 = split_part(sh.q[g][CPT * j + 4 * s + 2 * b + 1], low);
+        /* qsk<D>(CPT j + 4 s + 2 b) */
+        const float x0 = split_part(sh.q[g][(CPT + 4) * j + 4 * s + 2 * b], low);
+        const float x1 = split_part(sh.q[g][(CPT + 4) * j + 4 * s + 2 * b + 1], low);
         qf[nt][s][b] = pack_half2(x0, x1);
       }
     }
