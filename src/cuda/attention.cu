@@ -332,6 +332,78 @@ __device__ __forceinline__ uint32_t atomic_add_acq_rel(uint32_t *p, uint32_t v) 
   return old;
 }
 
+/* Pairs of blocks (a cluster of two, with an even number of splits). A
+ * block sends data into its peer's shared memory with st.async, whose bytes
+ * count against a transaction count of the peer's mbarrier; the peer waits
+ * on that barrier (acquire at cluster scope). No memory fence on the
+ * sending side: a release (barrier.cluster.arrive.release) is a full
+ * MEMBAR.GPU on sm_90, which waits for the block's loads in flight (the
+ * first tiles, the P_v columns): 0.5-1.5 us a call on the H200
+ * (docs/CUDA.md, v24). The cluster barrier is used relaxed only: once at
+ * the start (the peer runs and its mbarriers are initialized before
+ * anything is sent to it) and once at the end (neither block exits while
+ * its peer may still be sending to it). */
+__device__ __forceinline__ uint32_t cluster_rank() {
+  uint32_t r;
+  asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
+  return r;
+}
+
+__device__ __forceinline__ void cluster_arrive_relaxed() {
+  asm volatile("barrier.cluster.arrive.relaxed;" ::: "memory");
+}
+
+__device__ __forceinline__ void cluster_wait() {
+  asm volatile("barrier.cluster.wait;" ::: "memory");
+}
+
+__device__ __forceinline__ uint32_t smem_addr(const void *p) {
+  return (uint32_t)__cvta_generic_to_shared(p);
+}
+
+/* The peer's address (shared::cluster) of this block's shared object p. */
+__device__ __forceinline__ uint32_t peer_addr(const void *p, uint32_t rank) {
+  uint32_t r;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(r) : "r"(smem_addr(p)), "r"(rank));
+  return r;
+}
+
+/* An mbarrier of this block for one phase: count 1, armed by this thread
+ * for `bytes` of st.async transactions; the fence makes the initialization
+ * visible to the cluster (before the start's barrier). */
+__device__ __forceinline__ void mbar_arm(uint64_t *b, uint32_t bytes) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_addr(b)) : "memory");
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_addr(b)),
+               "r"(bytes)
+               : "memory");
+}
+
+__device__ __forceinline__ void mbar_fence_init() {
+  asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+}
+
+/* Waits until phase 0 of this block's mbarrier b is complete: every byte
+ * the peer sent against it has arrived and is visible. */
+__device__ __forceinline__ void mbar_wait0(uint64_t *b) {
+  uint32_t done = 0;
+  while (!done)
+    asm volatile(
+        "{\n .reg .pred p;\n"
+        " mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], 0;\n"
+        " selp.u32 %0, 1, 0, p;\n}"
+        : "=r"(done)
+        : "r"(smem_addr(b))
+        : "memory");
+}
+
+/* v into the peer's shared memory at addr (shared::cluster), counted
+ * against the peer's mbarrier at bar. */
+__device__ __forceinline__ void st_async(uint32_t addr, float v, uint32_t bar) {
+  asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.b32 [%0], %1, [%2];" ::"r"(addr),
+               "r"(__float_as_uint(v)), "r"(bar)
+               : "memory");
+}
+
 __device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t sel) {
   return __byte_perm(a, b, sel);
 }
@@ -531,12 +603,13 @@ __device__ __forceinline__ void tile_step(const tile_regs<D, KB, VB> &cur, uint3
  */
 /* One rotation part of the decode kernel's two matrix-vector products (the
  * query rotation and the inverse value rotation): this thread holds RP
- * consecutive rows [part RP, (part + 1) RP) of one column `col` of the
- * matrix in pr, and writes red[(part * 8 + g) * D + col] = sum over those
- * rows of pr[u] * x[g][row] for the G heads (G <= GM, the kernel's
- * 4 NG); the caller sums the parts. */
-template <int D, int RP, int GM>
-__device__ __forceinline__ void rotation_part(const float (&pr)[RP], const float (*x)[D],
+ * consecutive rows [part RP, (part + 1) RP) of one column of the matrix in
+ * pr, and writes red[(part * 8 + g) * W + col] = sum over those rows of
+ * pr[u] * x[g][row] for the G heads (G <= GM, the kernel's 4 NG); W is the
+ * number of columns the block computes (D, or D / 2 in a pair), col this
+ * thread's among them; the caller sums the parts. */
+template <int D, int RP, int GM, int W>
+__device__ __forceinline__ void rotation_part(const float *pr, const float (*x)[D],
                                               uint32_t part, uint32_t col, uint32_t G,
                                               float *red) {
   float acc[GM];
@@ -553,16 +626,16 @@ __device__ __forceinline__ void rotation_part(const float (&pr)[RP], const float
   }
 #pragma unroll
   for (int g = 0; g < GM; g++)
-    if (g < (int)G) red[(part * 8 + g) * D + col] = acc[g];
+    if (g < (int)G) red[(part * 8 + g) * W + col] = acc[g];
 }
 
-/* The sum over the NP rotation parts of red[(p * 8 + g) * D + c], in part
+/* The sum over the NP rotation parts of red[(p * 8 + g) * W + c], in part
  * order. */
-template <int D, int NP>
+template <int W, int NP>
 __device__ __forceinline__ float parts_sum(const float *red, uint32_t g, uint32_t c) {
   float s = 0.0f;
 #pragma unroll
-  for (int p = 0; p < NP; p++) s += red[(p * 8 + g) * D + c];
+  for (int p = 0; p < NP; p++) s += red[(p * 8 + g) * W + c];
   return s;
 }
 
@@ -608,29 +681,58 @@ struct __align__(128) dec_shared {
   float x[8][D];                  /* scaled queries; at the end the merged result */
   float q[8][D + 16];             /* rotated queries, at qsk<D>(c) in their rows */
   float m[DEC_WARPS][8], l[DEC_WARPS][8]; /* the warps' softmax maxima and sums */
+  float bm[8], bl[8];             /* the block's, read by its peer in a pair */
+  float pm[8], pl[8];             /* the pair's */
+  uint64_t qbar, tbar;            /* a pair's mbarriers: the rotated queries, the sums */
   uint32_t last;                  /* this block merges the splits */
 };
 
-/* The end of a decode block, once its warps' results are in shared memory
- * (sm_o, sh->m, sh->l): the merge of the warps and the inverse value
- * rotation; with one split that is the output, otherwise it is written as
- * this split's partial and the last block of the (sequence, KV head) to
- * finish merges the splits into the output. base: the first query head row of the
- * block; cnt: the (sequence, KV head)'s count of finished splits.
- *
- * No loop here may sit inside another: with the splits' merge written as a
- * loop over the splits inside a loop over (head, coordinate), ptxas gave the
- * tile loop 44 more instructions for G > 4 (recomputed addresses; docs/CUDA.md,
- * v19), so the outer loop is unrolled. */
+/* The merge of the warps' results (sm_o, sh->m, sh->l) into sh->x: the
+ * normalized result (norm) or the block's sum, with its softmax maximum
+ * and sum per head in sh->bm, sh->bl, and the same sent to the peer's red
+ * (prx, its address; pbar, the peer's mbarrier). */
+template <int D>
+__device__ __forceinline__ void merge_warps(dec_shared<D> *sh, const float *sm_o, uint32_t tid,
+                                            uint32_t G, float inv_vscale, bool norm,
+                                            uint32_t prx = 0, uint32_t pbar = 0) {
+  constexpr int OS = D + D / 32;
+  for (uint32_t i = tid; i < G * D; i += DEC_THREADS) {
+    const uint32_t g = i / D, c = i % D;
+    float M = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < DEC_WARPS; w++) M = fmaxf(M, sh->m[w][g]);
+    float L = 0.0f, acc = 0.0f;
+#pragma unroll
+    for (int w = 0; w < DEC_WARPS; w++) {
+      const float f = exp2_diff(sh->m[w][g], M);
+      L += sh->l[w][g] * f;
+      acc += sm_o[(w * G + g) * OS + c + c / 32] * f;
+    }
+    if (norm) {
+      sh->x[g][c] = L > 0.0f ? acc * inv_vscale / L : 0.0f;
+    } else {
+      /* Also sent to the peer's red: the sums at g D + c, then the G
+       * maxima and the G softmax sums at 8 D. */
+      sh->x[g][c] = acc * inv_vscale;
+      st_async(prx + 4 * i, acc * inv_vscale, pbar);
+      if (c == 0) {
+        sh->bm[g] = M, sh->bl[g] = L;
+        st_async(prx + 4 * (8 * D + g), M, pbar);
+        st_async(prx + 4 * (8 * D + 8 + g), L, pbar);
+      }
+    }
+  }
+}
+
+/* The end of a decode block with one split per (sequence, KV head), once
+ * its warps' results are in shared memory: their merge is the result,
+ * rotated back by P_v^T into out. base: the block's first query head row. */
 template <int D, int GM>
 __device__ __forceinline__ void decode_finish(dec_shared<D> *sh, const float *sm_o, float *red,
                                               uint32_t tid, uint32_t G, size_t base,
-                                              uint32_t split, uint32_t S, uint32_t *cnt,
-                                              float *part_ml, float *part_acc, const float *p_v,
-                                              float *out, float inv_vscale) {
+                                              const float *p_v, float *out, float inv_vscale) {
   constexpr int NP = DEC_THREADS / D;
   constexpr int RP = D / NP;
-  constexpr int OS = D + D / 32;
   float pr[RP];
   /* Columns of P_v into registers (thread (i, part), as the query
    * rotation's), issued first so that they arrive during the warps' merge. */
@@ -639,50 +741,92 @@ __device__ __forceinline__ void decode_finish(dec_shared<D> *sh, const float *sm
 #pragma unroll
     for (int u = 0; u < RP; u++) pr[u] = __ldg(p_v + (size_t)(part * RP + u) * D + i);
   }
-  /* The warps' merge into sh->x: with one split normalized (the result),
-   * otherwise the sum for this split's partial, its (m, l) written out. */
+  merge_warps<D>(sh, sm_o, tid, G, inv_vscale, true);
+  __syncthreads();
+  /* out_g = P_v^T y_g: x_i = sum_k P_v[k][i] y_k, each part's k range, then
+   * the parts summed. */
+  rotation_part<D, RP, GM, D>(pr, sh->x, tid / D, tid % D, G, red);
+  __syncthreads();
+  for (uint32_t i = tid; i < G * D; i += DEC_THREADS)
+    out[(base + i / D) * D + i % D] = parts_sum<D, NP>(red, i / D, i % D);
+}
+
+/* The end of a decode block in a pair (two splits of one (sequence, KV
+ * head), ranks 0 and 1 of a cluster), once its warps' results are in
+ * shared memory: each block merges its warps, then the pair's two results
+ * through distributed shared memory (each block all of them), and rotates
+ * back by P_v^T the half of the coordinates its rank names (so each block
+ * loads half of P_v). With S = 2 splits that is the output; otherwise the
+ * pair writes it as partial split / 2 (each block its half), and the last
+ * block of the (sequence, KV head) to finish merges the S / 2 partials
+ * (the merge is linear in the sums, so the partials are rotated already).
+ * cnt: the (sequence, KV head)'s count of finished blocks.
+ *
+ * No loop here may sit inside another: with the splits' merge written as a
+ * loop over the splits inside a loop over (head, coordinate), ptxas gave the
+ * tile loop 44 more instructions for G > 4 (recomputed addresses; docs/CUDA.md,
+ * v19), so the outer loop is unrolled. */
+template <int D, int GM>
+__device__ __forceinline__ void decode_finish_pair(dec_shared<D> *sh, const float *sm_o,
+                                                   float *red, uint32_t tid, uint32_t G,
+                                                   size_t base, uint32_t split, uint32_t S,
+                                                   uint32_t rank, uint32_t *cnt, float *part_ml,
+                                                   float *part_acc, const float *p_v,
+                                                   float *out, float inv_vscale) {
+  constexpr int W = D / 2;
+  constexpr int NP = DEC_THREADS / W;
+  constexpr int RP = D / NP;
+  float pr[RP];
+  {
+    const uint32_t i = tid % W, part = tid / W;
+#pragma unroll
+    for (int u = 0; u < RP; u++) pr[u] = __ldg(p_v + (size_t)(part * RP + u) * D + rank * W + i);
+  }
+  const uint32_t peer = rank ^ 1u;
+  merge_warps<D>(sh, sm_o, tid, G, inv_vscale, false, peer_addr(red, peer),
+                 peer_addr(&sh->tbar, peer));
+  /* The pair's merge into sh->x (each thread its own elements), from this
+   * block's sums and the peer's (in red once the barrier completes). */
+  mbar_wait0(&sh->tbar);
+  cluster_arrive_relaxed(); /* received: the peer may exit after its wait */
+  __syncthreads();          /* sh->bm, sh->bl */
   for (uint32_t i = tid; i < G * D; i += DEC_THREADS) {
-    uint32_t g = i / D, c = i % D;
-    float M = -INFINITY;
-#pragma unroll
-    for (int w = 0; w < DEC_WARPS; w++) M = fmaxf(M, sh->m[w][g]);
-    float L = 0.0f, acc = 0.0f;
-#pragma unroll
-    for (int w = 0; w < DEC_WARPS; w++) {
-      float f = exp2_diff(sh->m[w][g], M);
-      L += sh->l[w][g] * f;
-      acc += sm_o[(w * G + g) * OS + c + c / 32] * f;
-    }
-    if (S == 1) {
-      sh->x[g][c] = L > 0.0f ? acc * inv_vscale / L : 0.0f;
-      continue;
-    }
-    sh->x[g][c] = acc * inv_vscale;
-    if (c == 0) {
-      const size_t at = (base + g) * S + split;
-      part_ml[at * 2] = M;
-      part_ml[at * 2 + 1] = L;
-    }
+    const uint32_t g = i / D, c = i % D;
+    const float mo = sh->bm[g], lo = sh->bl[g];
+    const float mp = red[8 * D + g], lp = red[8 * D + 8 + g];
+    const float M = fmaxf(mo, mp);
+    const float fo = exp2_diff(mo, M), fp = exp2_diff(mp, M);
+    sh->x[g][c] = sh->x[g][c] * fo + red[i] * fp;
+    if (c == 0) sh->pm[g] = M, sh->pl[g] = lo * fo + lp * fp;
   }
   __syncthreads();
-  /* P_v^T y_g: x_i = sum_k P_v[k][i] y_k, each part's k range, then the
-   * parts summed. The merge of the splits is linear in their sums, so each
-   * block rotates its own partial back before writing it, and the last
-   * block's merge is the output (no rotation after the count). */
-  rotation_part<D, RP, GM>(pr, sh->x, tid / D, tid % D, G, red);
+  rotation_part<D, RP, GM, W>(pr, sh->x, tid / W, tid % W, G, red);
   __syncthreads();
-  if (S == 1) {
-    for (uint32_t i = tid; i < G * D; i += DEC_THREADS)
-      out[(base + i / D) * D + i % D] = parts_sum<D, NP>(red, i / D, i % D);
+  cluster_wait(); /* the peer has what this block sent */
+  if (S == 2) {
+    for (uint32_t i = tid; i < G * W; i += DEC_THREADS) {
+      const uint32_t g = i / W, c = i % W;
+      const float L = sh->pl[g];
+      const float v = parts_sum<W, NP>(red, g, c);
+      out[(base + g) * D + rank * W + c] = L > 0.0f ? v / L : 0.0f;
+    }
     return;
   }
-  for (uint32_t i = tid; i < G * D; i += DEC_THREADS)
-    part_acc[((base + i / D) * S + split) * D + i % D] = parts_sum<D, NP>(red, i / D, i % D);
-  /* Each block counts itself in once its partial is written (the barrier
-   * orders the block's stores before thread 0's release); the one that
-   * brings the count to S (its acquire makes every partial visible) reads
-   * them from L2, merges them into the output and resets the count for
-   * the next call. */
+  const uint32_t SP = S / 2, at0 = split / 2;
+  for (uint32_t i = tid; i < G * W; i += DEC_THREADS) {
+    const uint32_t g = i / W, c = i % W;
+    part_acc[((base + g) * SP + at0) * D + rank * W + c] = parts_sum<W, NP>(red, g, c);
+  }
+  if (rank == 0 && tid < G) {
+    const size_t at = (base + tid) * SP + at0;
+    part_ml[at * 2] = sh->pm[tid];
+    part_ml[at * 2 + 1] = sh->pl[tid];
+  }
+  /* Each block counts itself in once its part of the partial is written
+   * (the barrier orders the block's stores before thread 0's release); the
+   * one that brings the count to S (its acquire makes every partial
+   * visible) reads them from L2, merges them into the output and resets the
+   * count for the next call. */
   __syncthreads();
   if (tid == 0) {
     const uint32_t done = atomic_add_acq_rel(cnt, 1u) + 1u;
@@ -691,26 +835,26 @@ __device__ __forceinline__ void decode_finish(dec_shared<D> *sh, const float *sm
   }
   __syncthreads();
   if (!sh->last) return;
-  /* Each thread merges one (head, coordinate) over the splits on its own;
-   * up to MERGE_PF splits in one round trip. Empty splits (l = 0) have
-   * m = -inf and weigh 0. */
+  /* Each thread merges one (head, coordinate) over the partials on its
+   * own; up to MERGE_PF in one round trip. Empty ones (l = 0) have m = -inf
+   * and weigh 0. */
   constexpr int MERGE_PF = 16;
 #pragma unroll
   for (int k = 0; k < (8 * D + DEC_THREADS - 1) / DEC_THREADS; k++) {
     const uint32_t i = tid + k * DEC_THREADS;
     if (i >= G * D) break;
     const uint32_t g = i / D, c = i % D;
-    const float2 *ml = (const float2 *)(part_ml + (base + g) * S * 2);
-    const float *pa = part_acc + (base + g) * S * D + c;
-    float y;
-    if (S <= (uint32_t)MERGE_PF) {
+    const float2 *ml = (const float2 *)(part_ml + (base + g) * SP * 2);
+    const float *pa = part_acc + (base + g) * SP * D + c;
+    float v;
+    if (SP <= (uint32_t)MERGE_PF) {
       float M = -INFINITY, L = 0.0f, acc = 0.0f;
       float2 x[MERGE_PF];
-      float v[MERGE_PF];
+      float z[MERGE_PF];
 #pragma unroll
       for (int s = 0; s < MERGE_PF; s++) {
-        x[s] = (uint32_t)s < S ? __ldcg(ml + s) : make_float2(-INFINITY, 0.0f);
-        v[s] = (uint32_t)s < S ? __ldcg(pa + (size_t)s * D) : 0.0f;
+        x[s] = (uint32_t)s < SP ? __ldcg(ml + s) : make_float2(-INFINITY, 0.0f);
+        z[s] = (uint32_t)s < SP ? __ldcg(pa + (size_t)s * D) : 0.0f;
       }
 #pragma unroll
       for (int s = 0; s < MERGE_PF; s++)
@@ -719,13 +863,13 @@ __device__ __forceinline__ void decode_finish(dec_shared<D> *sh, const float *sm
       for (int s = 0; s < MERGE_PF; s++) {
         const float f = x[s].y > 0.0f ? exp2f(x[s].x - M) : 0.0f;
         L += x[s].y * f;
-        acc += v[s] * f;
+        acc += z[s] * f;
       }
-      y = L > 0.0f ? acc / L : 0.0f;
+      v = L > 0.0f ? acc / L : 0.0f;
     } else {
-      y = merge_splits(ml, pa, S, D);
+      v = merge_splits(ml, pa, SP, D);
     }
-    out[(base + g) * D + c] = y;
+    out[(base + g) * D + c] = v;
   }
 }
 
@@ -769,9 +913,30 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
    * 64, so a tile never crosses a block). */
   constexpr int RP = D / NP; /* rows of a rotation part */
   constexpr int QW = (8 * D + DEC_THREADS - 1) / DEC_THREADS;
+  /* In a pair each block computes half of the rotated queries' coordinates
+   * (the threads of the W2 columns of P_k that its rank names load theirs,
+   * the others zeros) and writes them into both blocks' memory. */
+  constexpr int W2 = D / 2;
+  const bool pair = a.c.n_splits % 2 == 0;
+  const uint32_t rank = pair ? cluster_rank() : 0u;
+  /* The pair's mbarriers, armed for what the peer will send: half of the
+   * rotated queries' rows, then its sums, maxima and softmax sums. */
+  if (pair) {
+    if (tid == 0) {
+      mbar_arm(&sh.qbar, 8 * W2 * 4);
+      mbar_arm(&sh.tbar, (a.c.G * D + 2 * a.c.G) * 4);
+      mbar_fence_init();
+    }
+    cluster_arrive_relaxed();
+  }
   float pr[RP], qv[QW];
+  if (!pair || (tid % D) / W2 == rank) {
 #pragma unroll
-  for (int u = 0; u < RP; u++) pr[u] = __ldg(a.pt_k + (size_t)((tid / D) * RP + u) * D + tid % D);
+    for (int u = 0; u < RP; u++) pr[u] = __ldg(a.pt_k + (size_t)((tid / D) * RP + u) * D + tid % D);
+  } else {
+#pragma unroll
+    for (int u = 0; u < RP; u++) pr[u] = 0.0f;
+  }
   {
     const float *qb = a.c.q + ((size_t)seq * Hq + (size_t)h * G) * D;
 #pragma unroll
@@ -847,12 +1012,28 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
       if (x < G * D) sh.x[x / D][x % D] = qv[k] * a.c.scale;
     }
     __syncthreads();
-    rotation_part<D, RP, 4 * NG>(pr, sh.x, part, i, G, red);
+    rotation_part<D, RP, 4 * NG, D>(pr, sh.x, part, i, G, red);
     __syncthreads();
-    /* Rows G..7 zero: the fragments below load every row. */
-    for (uint32_t k = tid; k < 8 * D; k += DEC_THREADS)
-      sh.q[k / D][qsk<D>(k % D)] = k < G * D ? parts_sum<D, NP>(red, k / D, k % D) * LOG2E : 0.0f;
-    __syncthreads();
+    if (pair) {
+      cluster_wait(); /* the peer runs, its mbarriers armed */
+      const uint32_t peer = rank ^ 1u, pq = peer_addr(&sh.q[0][0], peer);
+      const uint32_t pbar = peer_addr(&sh.qbar, peer);
+      /* Rows G..7 zero: the fragments below load every row. */
+      for (uint32_t k = tid; k < 8 * W2; k += DEC_THREADS) {
+        const uint32_t g = k / W2, c = rank * W2 + k % W2;
+        const float v = k < G * W2 ? parts_sum<D, NP>(red, g, c) * LOG2E : 0.0f;
+        const uint32_t at = g * (D + 16) + qsk<D>(c);
+        (&sh.q[0][0])[at] = v;
+        st_async(pq + 4 * at, v, pbar);
+      }
+      mbar_wait0(&sh.qbar);
+      __syncthreads();
+    } else {
+      /* Rows G..7 zero: the fragments below load every row. */
+      for (uint32_t k = tid; k < 8 * D; k += DEC_THREADS)
+        sh.q[k / D][qsk<D>(k % D)] = k < G * D ? parts_sum<D, NP>(red, k / D, k % D) * LOG2E : 0.0f;
+      __syncthreads();
+    }
   }
 
   /* Query B fragments: column n = r of n-tile nt is head 4 nt + r / 2, its
@@ -955,9 +1136,16 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
     }
   }
   __syncthreads();
-  decode_finish<D, 4 * NG>(&sh, sm_o, red, tid, G, (size_t)seq * Hq + (size_t)h * G, split,
-                           a.c.n_splits, a.c.counts + (size_t)seq * H + h, a.c.part_ml,
-                           a.c.part_acc, a.p_v, a.c.out, a.inv_vscale);
+  const size_t base = (size_t)seq * Hq + (size_t)h * G;
+  /* pair and rank read again rather than kept through the tile loop (kept,
+   * the tables' base left its uniform register: 98 more instructions in
+   * the K4/V2 loop). */
+  if (a.c.n_splits % 2 == 0)
+    decode_finish_pair<D, 4 * NG>(&sh, sm_o, red, tid, G, base, split, a.c.n_splits, cluster_rank(),
+                                  a.c.counts + (size_t)seq * H + h, a.c.part_ml, a.c.part_acc,
+                                  a.p_v, a.c.out, a.inv_vscale);
+  else
+    decode_finish<D, 4 * NG>(&sh, sm_o, red, tid, G, base, a.p_v, a.c.out, a.inv_vscale);
 }
 #undef TAB
 
@@ -974,10 +1162,42 @@ static tq_status launch_decode(tq_cuda_ctx *ctx, const dec_args *a, dim3 grid, u
                                &per_sm, decode_kernel<D, KB, VB, NG>, DEC_THREADS, dyn));
     if (st != TQ_OK) return st;
     *slots = (uint32_t)(per_sm > 0 ? per_sm : 1) * (uint32_t)(ctx->sm_count > 0 ? ctx->sm_count : 1);
+    /* No more than the pairs that fit at once (clusters stay in one GPC). */
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(2);
+    cfg.blockDim = dim3(DEC_THREADS);
+    cfg.dynamicSmemBytes = dyn;
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeClusterDimension;
+    at[0].val.clusterDim.x = 2;
+    at[0].val.clusterDim.y = 1;
+    at[0].val.clusterDim.z = 1;
+    cfg.attrs = at;
+    cfg.numAttrs = 1;
+    int pairs = 0;
+    st = tq_cuda_fail(ctx, cudaOccupancyMaxActiveClusters(&pairs, decode_kernel<D, KB, VB, NG>, &cfg));
+    if (st != TQ_OK) return st;
+    if (pairs > 0 && 2u * (uint32_t)pairs < *slots) *slots = 2u * (uint32_t)pairs;
     return TQ_OK;
   }
-  decode_kernel<D, KB, VB, NG><<<grid, DEC_THREADS, dyn, ctx->stream>>>(*a);
-  return tq_cuda_check_launch(ctx);
+  if (a->c.n_splits == 1) {
+    decode_kernel<D, KB, VB, NG><<<grid, DEC_THREADS, dyn, ctx->stream>>>(*a);
+    return tq_cuda_check_launch(ctx);
+  }
+  /* An even number of splits: pairs of blocks, clusters of two along x. */
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = dim3(DEC_THREADS);
+  cfg.dynamicSmemBytes = dyn;
+  cfg.stream = ctx->stream;
+  cudaLaunchAttribute at[1];
+  at[0].id = cudaLaunchAttributeClusterDimension;
+  at[0].val.clusterDim.x = 2;
+  at[0].val.clusterDim.y = 1;
+  at[0].val.clusterDim.z = 1;
+  cfg.attrs = at;
+  cfg.numAttrs = 1;
+  return tq_cuda_fail(ctx, cudaLaunchKernelEx(&cfg, decode_kernel<D, KB, VB, NG>, *a));
 }
 
 template <int D, int KB, int VB>
@@ -1018,8 +1238,10 @@ static tq_status decode_common(tq_cuda_ctx *ctx, const tq_cuda_codec *kc, const 
                                const tq_block_layout *lay, const tq_decode_call *call,
                                uint32_t *slots) {
   uint32_t d = kc->params.dim, kb = kc->params.bits, vb = vc->params.bits;
+  /* One split, or an even number (the blocks in pairs). */
   if (!tq_cuda_attention_supported(d, kb, vb) || call->G < 1 || call->G > 8 ||
-      call->n_splits < 1 || call->n_splits > TQ_CUDA_MAX_SPLITS)
+      call->n_splits < 1 || call->n_splits > TQ_CUDA_MAX_SPLITS ||
+      (call->n_splits > 1 && call->n_splits % 2))
     return TQ_ERR_UNSUPPORTED;
   dec_args a;
   a.c = *call;

@@ -366,8 +366,9 @@ static tq_status scratch(tq_cuda_cache *c, float **p, size_t *cap, size_t n) {
 
 /* Splits per (sequence, KV head): as many as make the grid one wave of
  * resident blocks (`slots`), each a multiple of 64 tokens and at least 256
- * (one tile per warp), at most TQ_CUDA_MAX_SPLITS. With more (sequence, KV
- * head) lanes than slots every lane is one split. */
+ * (one tile per warp), at most TQ_CUDA_MAX_SPLITS, and one or an even
+ * number. With more (sequence, KV head) lanes than slots every lane is one
+ * split. */
 static void choose_splits(const tq_cuda_cache *c, uint32_t slots, uint32_t max_len,
                           uint32_t *split_tokens, uint32_t *n_splits) {
   uint64_t lanes = (uint64_t)c->p.n_seqs * c->p.n_kv_heads;
@@ -377,8 +378,22 @@ static void choose_splits(const tq_cuda_cache *c, uint32_t slots, uint32_t max_l
   uint64_t per = ((uint64_t)max_len + want - 1) / want;
   if (per < 256) per = 256;
   per = (per + 63) / 64 * 64;
+  uint64_t n = max_len ? ((uint64_t)max_len + per - 1) / per : 1;
+  /* One split or an even number: the kernel runs splits in pairs of blocks.
+   * Below `want` one more (the last shorter or empty), else one fewer. */
+  if (n > 1 && n % 2) {
+    if (n < want) {
+      n++;
+    } else {
+      per = ((uint64_t)max_len + n - 2) / (n - 1);
+      if (per < 256) per = 256;
+      per = (per + 63) / 64 * 64;
+      n = ((uint64_t)max_len + per - 1) / per;
+      if (n > 1 && n % 2) n++;
+    }
+  }
   *split_tokens = (uint32_t)per;
-  *n_splits = max_len ? (uint32_t)(((uint64_t)max_len + per - 1) / per) : 1;
+  *n_splits = (uint32_t)n;
 }
 
 extern "C" tq_status tq_cuda_cache_attention_decode(tq_cuda_cache *cache, uint32_t layer,
