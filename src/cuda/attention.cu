@@ -873,7 +873,12 @@ __device__ __forceinline__ void decode_finish_pair(dec_shared<D> *sh, const floa
   }
 }
 
-template <int D, int KB, int VB, int NG>
+/* PAIR: launched in clusters of two (an even number of splits); the
+ * instances with one split have none of the pairs' code. The PAIR instances
+ * still test the number of splits at run time: with the flag a constant,
+ * ptxas scheduled the set-up differently and batches 1 and 8 took 0.4-0.8
+ * us longer on the H200 (docs/CUDA.md, v24). */
+template <int D, int KB, int VB, int NG, bool PAIR>
 __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
   constexpr int KS = D / 16;   /* k-steps of the score MMAs */
   constexpr int NMT = D / 16;  /* m-tiles of the value MMAs */
@@ -917,7 +922,7 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
    * (the threads of the W2 columns of P_k that its rank names load theirs,
    * the others zeros) and writes them into both blocks' memory. */
   constexpr int W2 = D / 2;
-  const bool pair = a.c.n_splits % 2 == 0;
+  const bool pair = PAIR && a.c.n_splits % 2 == 0;
   const uint32_t rank = pair ? cluster_rank() : 0u;
   /* The pair's mbarriers, armed for what the peer will send: half of the
    * rotated queries' rows, then its sums, maxima and softmax sums. */
@@ -1140,7 +1145,7 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
   /* pair and rank read again rather than kept through the tile loop (kept,
    * the tables' base left its uniform register: 98 more instructions in
    * the K4/V2 loop). */
-  if (a.c.n_splits % 2 == 0)
+  if (PAIR && a.c.n_splits % 2 == 0)
     decode_finish_pair<D, 4 * NG>(&sh, sm_o, red, tid, G, base, split, a.c.n_splits, cluster_rank(),
                                   a.c.counts + (size_t)seq * H + h, a.c.part_ml, a.c.part_acc,
                                   a.p_v, a.c.out, a.inv_vscale);
@@ -1149,55 +1154,55 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
 }
 #undef TAB
 
-template <int D, int KB, int VB, int NG>
-static tq_status launch_decode(tq_cuda_ctx *ctx, const dec_args *a, dim3 grid, uint32_t *slots) {
-  const size_t dyn = dec_dyn_smem(D, KB, VB, a->c.G);
-  tq_status st = tq_cuda_fail(ctx, cudaFuncSetAttribute(decode_kernel<D, KB, VB, NG>,
-                                                        cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                        (int)dyn));
-  if (st != TQ_OK) return st;
-  if (slots) {
-    int per_sm = 0;
-    st = tq_cuda_fail(ctx, cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-                               &per_sm, decode_kernel<D, KB, VB, NG>, DEC_THREADS, dyn));
-    if (st != TQ_OK) return st;
-    *slots = (uint32_t)(per_sm > 0 ? per_sm : 1) * (uint32_t)(ctx->sm_count > 0 ? ctx->sm_count : 1);
-    /* No more than the pairs that fit at once (clusters stay in one GPC). */
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3(2);
-    cfg.blockDim = dim3(DEC_THREADS);
-    cfg.dynamicSmemBytes = dyn;
-    cudaLaunchAttribute at[1];
-    at[0].id = cudaLaunchAttributeClusterDimension;
-    at[0].val.clusterDim.x = 2;
-    at[0].val.clusterDim.y = 1;
-    at[0].val.clusterDim.z = 1;
-    cfg.attrs = at;
-    cfg.numAttrs = 1;
-    int pairs = 0;
-    st = tq_cuda_fail(ctx, cudaOccupancyMaxActiveClusters(&pairs, decode_kernel<D, KB, VB, NG>, &cfg));
-    if (st != TQ_OK) return st;
-    if (pairs > 0 && 2u * (uint32_t)pairs < *slots) *slots = 2u * (uint32_t)pairs;
-    return TQ_OK;
-  }
-  if (a->c.n_splits == 1) {
-    decode_kernel<D, KB, VB, NG><<<grid, DEC_THREADS, dyn, ctx->stream>>>(*a);
-    return tq_cuda_check_launch(ctx);
-  }
-  /* An even number of splits: pairs of blocks, clusters of two along x. */
+/* A launch configuration of decode_kernel: clusters of two along x with
+ * pair, none without. */
+static cudaLaunchConfig_t dec_config(dim3 grid, size_t dyn, cudaStream_t stream, bool pair,
+                                     cudaLaunchAttribute *at) {
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = grid;
   cfg.blockDim = dim3(DEC_THREADS);
   cfg.dynamicSmemBytes = dyn;
-  cfg.stream = ctx->stream;
-  cudaLaunchAttribute at[1];
+  cfg.stream = stream;
   at[0].id = cudaLaunchAttributeClusterDimension;
   at[0].val.clusterDim.x = 2;
   at[0].val.clusterDim.y = 1;
   at[0].val.clusterDim.z = 1;
   cfg.attrs = at;
-  cfg.numAttrs = 1;
-  return tq_cuda_fail(ctx, cudaLaunchKernelEx(&cfg, decode_kernel<D, KB, VB, NG>, *a));
+  cfg.numAttrs = pair ? 1 : 0;
+  return cfg;
+}
+
+template <int D, int KB, int VB, int NG>
+static tq_status launch_decode(tq_cuda_ctx *ctx, const dec_args *a, dim3 grid, uint32_t *slots) {
+  const size_t dyn = dec_dyn_smem(D, KB, VB, a->c.G);
+  const bool pair = a->c.n_splits > 1;
+  tq_status st = TQ_OK;
+  if (slots || !pair)
+    st = tq_cuda_fail(ctx, cudaFuncSetAttribute(decode_kernel<D, KB, VB, NG, false>,
+                                                cudaFuncAttributeMaxDynamicSharedMemorySize, (int)dyn));
+  if (st == TQ_OK && (slots || pair))
+    st = tq_cuda_fail(ctx, cudaFuncSetAttribute(decode_kernel<D, KB, VB, NG, true>,
+                                                cudaFuncAttributeMaxDynamicSharedMemorySize, (int)dyn));
+  if (st != TQ_OK) return st;
+  cudaLaunchAttribute at[1];
+  if (slots) {
+    int per_sm = 0;
+    st = tq_cuda_fail(ctx, cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+                               &per_sm, decode_kernel<D, KB, VB, NG, false>, DEC_THREADS, dyn));
+    if (st != TQ_OK) return st;
+    *slots = (uint32_t)(per_sm > 0 ? per_sm : 1) * (uint32_t)(ctx->sm_count > 0 ? ctx->sm_count : 1);
+    /* No more than the pairs that fit at once (clusters stay in one GPC). */
+    const cudaLaunchConfig_t cfg = dec_config(dim3(2), dyn, ctx->stream, true, at);
+    int pairs = 0;
+    st = tq_cuda_fail(ctx, cudaOccupancyMaxActiveClusters(&pairs, decode_kernel<D, KB, VB, NG, true>,
+                                                          &cfg));
+    if (st != TQ_OK) return st;
+    if (pairs > 0 && 2u * (uint32_t)pairs < *slots) *slots = 2u * (uint32_t)pairs;
+    return TQ_OK;
+  }
+  const cudaLaunchConfig_t cfg = dec_config(grid, dyn, ctx->stream, pair, at);
+  if (pair) return tq_cuda_fail(ctx, cudaLaunchKernelEx(&cfg, decode_kernel<D, KB, VB, NG, true>, *a));
+  return tq_cuda_fail(ctx, cudaLaunchKernelEx(&cfg, decode_kernel<D, KB, VB, NG, false>, *a));
 }
 
 template <int D, int KB, int VB>
