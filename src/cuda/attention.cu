@@ -585,7 +585,8 @@ __device__ __forceinline__ void tile_step(const tile_regs<D, KB, VB> &cur, uint3
 /*
  * grid (n_splits, H, n_seqs), DEC_THREADS threads. Each block:
  *   1. rotates the G queries of its KV head (columns of P_k in registers,
- *      the parts summed in shared memory);
+ *      the parts summed in shared memory; in a pair each block half of the
+ *      coordinates, sent to the other);
  *   2. walks its token range, each warp taking every DEC_WARPS-th tile of 16
  *      tokens (the next tile's loads in flight while this one computes):
  *        scores  S^T (16 tokens x 8) = Kc (16 x D) Q^T, the 8 columns being
@@ -596,10 +597,12 @@ __device__ __forceinline__ void tile_step(const tile_regs<D, KB, VB> &cur, uint3
  *                p * value norm moved into the B fragment by two shuffles;
  *      online softmax per head in base 2;
  *   3. merges its warps in shared memory; with one split it rotates the
- *      result back and writes the output, otherwise it writes one partial
- *      (m, l, acc) per head and counts itself in, and the last of the
- *      splits of its (sequence, KV head) merges them and writes the output
- *      (decode_finish).
+ *      result back and writes the output (decode_finish); in a pair the two
+ *      blocks merge their results, each rotates half of the coordinates
+ *      back, and with two splits that is the output, with more the pair
+ *      writes one partial (m, l, acc) per head, each block counts itself
+ *      in, and the last of its (sequence, KV head) merges the partials and
+ *      writes the output (decode_finish_pair).
  */
 /* One rotation part of the decode kernel's two matrix-vector products (the
  * query rotation and the inverse value rotation): this thread holds RP

@@ -419,9 +419,10 @@ extern "C" tq_status tq_cuda_cache_attention_decode(tq_cuda_cache *cache, uint32
                               &cache->slots[call.G]);
   if (st != TQ_OK) return st;
   choose_splits(cache, cache->slots[call.G], max_len, &call.split_tokens, &call.n_splits);
-  size_t rows = (size_t)S * n_q_heads;
-  st = scratch(cache, &cache->d_ml, &cache->cap_ml, rows * call.n_splits * 2);
-  if (st == TQ_OK) st = scratch(cache, &cache->d_acc, &cache->cap_acc, rows * call.n_splits * d);
+  /* Partials: one per pair of splits, none with one or two splits. */
+  size_t rows = (size_t)S * n_q_heads, parts = call.n_splits > 2 ? call.n_splits / 2 : 0;
+  st = scratch(cache, &cache->d_ml, &cache->cap_ml, rows * parts * 2);
+  if (st == TQ_OK) st = scratch(cache, &cache->d_acc, &cache->cap_acc, rows * parts * d);
   if (st != TQ_OK) return st;
   call.table = cache->d_table + (size_t)layer * S * cache->max_blocks;
   call.max_blocks = cache->max_blocks;

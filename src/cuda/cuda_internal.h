@@ -96,9 +96,11 @@ tq_status tq_cuda_rotate_queries(tq_cuda_ctx *ctx, const tq_cuda_codec *kc, cons
 #define TQ_CUDA_MAX_SPLITS 256
 
 /* One decode call over the cache of one layer: decode_kernel, grid
- * (n_splits, H, n_seqs): query rotation, split attention, one partial per
- * split; the last block of each (sequence, KV head) to finish merges the
- * partials and rotates the result back. */
+ * (n_splits, H, n_seqs), n_splits 1 or even: query rotation, split
+ * attention; with an even number the splits run in pairs of blocks that
+ * merge their results and rotate them back, with more than two each pair
+ * writes one partial and the last block of each (sequence, KV head) to
+ * finish merges the partials. */
 typedef struct tq_decode_call {
   const uint8_t *const *table;     /* device (n_seqs, max_blocks) block pointers */
   uint32_t max_blocks;
@@ -108,8 +110,8 @@ typedef struct tq_decode_call {
   const float *q;                  /* (n_seqs, H * G, d) queries as given */
   float scale;                     /* multiplies q.k */
   float *out;                      /* (n_seqs, H * G, d) */
-  float *part_ml;                  /* (n_seqs, H * G, n_splits, 2) scratch */
-  float *part_acc;                 /* (n_seqs, H * G, n_splits, d) scratch */
+  float *part_ml;                  /* (n_seqs, H * G, n_splits / 2, 2) scratch */
+  float *part_acc;                 /* (n_seqs, H * G, n_splits / 2, d) scratch */
   uint32_t *counts;                /* (n_seqs, H) finished splits, zero between calls
                                       (the last block resets its count); needed when
                                       n_splits > 1 */
