@@ -606,13 +606,13 @@ __device__ __forceinline__ void tile_step(const tile_regs<D, KB, VB> &cur, uint3
  */
 /* One rotation part of the decode kernel's two matrix-vector products (the
  * query rotation and the inverse value rotation): this thread holds RP
- * consecutive rows [part RP, (part + 1) RP) of one column of the matrix in
- * pr, and writes red[(part * 8 + g) * W + col] = sum over those rows of
- * pr[u] * x[g][row] for the G heads (G <= GM, the kernel's 4 NG); W is the
- * number of columns the block computes (D, or D / 2 in a pair), col this
- * thread's among them; the caller sums the parts. */
+ * consecutive rows [row0, row0 + RP) of one column of the matrix in pr, and
+ * writes red[(part * 8 + g) * W + col] = sum over those rows of pr[u] *
+ * x[g][row] for the G heads (G <= GM, the kernel's 4 NG); W is the number
+ * of slots a part has (D, or D / 2 in a pair's inverse rotation), col this
+ * thread's; the caller sums the parts. */
 template <int D, int RP, int GM, int W>
-__device__ __forceinline__ void rotation_part(const float *pr, const float (*x)[D],
+__device__ __forceinline__ void rotation_part(const float *pr, const float (*x)[D], uint32_t row0,
                                               uint32_t part, uint32_t col, uint32_t G,
                                               float *red) {
   float acc[GM];
@@ -623,7 +623,7 @@ __device__ __forceinline__ void rotation_part(const float *pr, const float (*x)[
 #pragma unroll
     for (int g = 0; g < GM; g++)
       if (g < (int)G) {
-        const float4 v = *(const float4 *)&x[g][part * RP + u];
+        const float4 v = *(const float4 *)&x[g][row0 + u];
         acc[g] += pr[u] * v.x + pr[u + 1] * v.y + pr[u + 2] * v.z + pr[u + 3] * v.w;
       }
   }
@@ -748,7 +748,7 @@ __device__ __forceinline__ void decode_finish(dec_shared<D> *sh, const float *sm
   __syncthreads();
   /* out_g = P_v^T y_g: x_i = sum_k P_v[k][i] y_k, each part's k range, then
    * the parts summed. */
-  rotation_part<D, RP, GM, D>(pr, sh->x, tid / D, tid % D, G, red);
+  rotation_part<D, RP, GM, D>(pr, sh->x, (tid / D) * RP, tid / D, tid % D, G, red);
   __syncthreads();
   for (uint32_t i = tid; i < G * D; i += DEC_THREADS)
     out[(base + i / D) * D + i % D] = parts_sum<D, NP>(red, i / D, i % D);
@@ -803,7 +803,7 @@ __device__ __forceinline__ void decode_finish_pair(dec_shared<D> *sh, const floa
     if (c == 0) sh->pm[g] = M, sh->pl[g] = lo * fo + lp * fp;
   }
   __syncthreads();
-  rotation_part<D, RP, GM, W>(pr, sh->x, tid / W, tid % W, G, red);
+  rotation_part<D, RP, GM, W>(pr, sh->x, (tid / W) * RP, tid / W, tid % W, G, red);
   __syncthreads();
   cluster_wait(); /* the peer has what this block sent */
   if (S == 2) {
@@ -922,8 +922,9 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
   constexpr int RP = D / NP; /* rows of a rotation part */
   constexpr int QW = (8 * D + DEC_THREADS - 1) / DEC_THREADS;
   /* In a pair each block computes half of the rotated queries' coordinates
-   * (the threads of the W2 columns of P_k that its rank names load theirs,
-   * the others zeros) and writes them into both blocks' memory. */
+   * (the W2 columns of P_k that its rank names, thread (i, part) half of
+   * its part's rows of column rank W2 + i % W2: the first half for i < W2,
+   * the second for i >= W2) and writes them into both blocks' memory. */
   constexpr int W2 = D / 2;
   const bool pair = PAIR && a.c.n_splits % 2 == 0;
   const uint32_t rank = pair ? cluster_rank() : 0u;
@@ -938,12 +939,14 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
     cluster_arrive_relaxed();
   }
   float pr[RP], qv[QW];
-  if (!pair || (tid % D) / W2 == rank) {
+  if (pair) {
+    const uint32_t row0 = (tid / D) * RP + (tid % D) / W2 * (RP / 2);
 #pragma unroll
-    for (int u = 0; u < RP; u++) pr[u] = __ldg(a.pt_k + (size_t)((tid / D) * RP + u) * D + tid % D);
+    for (int u = 0; u < RP / 2; u++)
+      pr[u] = __ldg(a.pt_k + (size_t)(row0 + u) * D + rank * W2 + tid % W2);
   } else {
 #pragma unroll
-    for (int u = 0; u < RP; u++) pr[u] = 0.0f;
+    for (int u = 0; u < RP; u++) pr[u] = __ldg(a.pt_k + (size_t)((tid / D) * RP + u) * D + tid % D);
   }
   {
     const float *qb = a.c.q + ((size_t)seq * Hq + (size_t)h * G) * D;
@@ -1020,7 +1023,10 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
       if (x < G * D) sh.x[x / D][x % D] = qv[k] * a.c.scale;
     }
     __syncthreads();
-    rotation_part<D, RP, 4 * NG, D>(pr, sh.x, part, i, G, red);
+    if (pair)
+      rotation_part<D, RP / 2, 4 * NG, D>(pr, sh.x, part * RP + i / W2 * (RP / 2), part, i, G, red);
+    else
+      rotation_part<D, RP, 4 * NG, D>(pr, sh.x, part * RP, part, i, G, red);
     __syncthreads();
     if (pair) {
       cluster_wait(); /* the peer runs, its mbarriers armed */
@@ -1029,7 +1035,9 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
       /* Rows G..7 zero: the fragments below load every row. */
       for (uint32_t k = tid; k < 8 * W2; k += DEC_THREADS) {
         const uint32_t g = k / W2, c = rank * W2 + k % W2;
-        const float v = k < G * W2 ? parts_sum<D, NP>(red, g, c) * LOG2E : 0.0f;
+        const float v =
+            k < G * W2 ? (parts_sum<D, NP>(red, g, k % W2) + parts_sum<D, NP>(red, g, k % W2 + W2)) * LOG2E
+                       : 0.0f;
         const uint32_t at = g * (D + 16) + qsk<D>(c);
         (&sh.q[0][0])[at] = v;
         st_async(pq + 4 * at, v, pbar);
