@@ -1153,9 +1153,8 @@ __global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(dec_args a) {
   }
   __syncthreads();
   const size_t base = (size_t)seq * Hq + (size_t)h * G;
-  /* pair and rank read again rather than kept through the tile loop (kept,
-   * the tables' base left its uniform register: 98 more instructions in
-   * the K4/V2 loop). */
+  /* The pair test and the rank are taken again here rather than kept live
+   * through the tile loop. */
   if (PAIR && a.c.n_splits % 2 == 0)
     decode_finish_pair<D, 4 * NG>(&sh, sm_o, red, tid, G, base, split, a.c.n_splits, cluster_rank(),
                                   a.c.counts + (size_t)seq * H + h, a.c.part_ml, a.c.part_acc,
