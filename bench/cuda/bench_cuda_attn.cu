@@ -5,7 +5,8 @@
  *
  *   bench_cuda_attn [--batches 1,8,32] [--contexts 4096,32768,131072]
  *                   [--bits 4/2,3/2] [--heads 32] [--kv-heads 8] [--dim 128]
- *                   [--iters 50] [--block 256]
+ *                   [--iters 50] [--block 256] [--warm-ms 1000]
+ *                   [--window-ms 1000]
  *
  * Each configuration holds enough layers (copies of the cache) that the
  * layers timed in turn do not fit the GPU's L2 cache together; each call is
@@ -14,12 +15,22 @@
  * one call per layer (graph_us, the replay's time over its calls); medians
  * are reported with the bytes the call reads and writes
  * (tq_cuda_cache_decode_bytes) and the bandwidth they give.
+ *
+ * Sustained timing (sustained_us; off with --window-ms 0): the GPU lowers
+ * its clock when its power draw reaches its limit, within tens of
+ * milliseconds of load, so short timings after an idle moment run at a
+ * clock that depends on what ran before. The graph is replayed back to back
+ * for --warm-ms, then every replay of the next --window-ms is timed; the
+ * median replay over its calls is reported, with the window's start and end
+ * (CLOCK_REALTIME seconds: sustained_t0, sustained_t1) so that a script
+ * sampling the GPU's clock and power can match its samples to the window.
  */
 #include <cuda_runtime.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "tqai.h"
 #include "tqai_cuda.h"
@@ -74,6 +85,59 @@ static void random_records(uint8_t *r, size_t n, size_t rec) {
     for (size_t j = 2; j < rec; j++) p[j] = (uint8_t)next32();
   }
 }
+
+static double wall_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Sustained timing of a graph of R calls whose replay took about replay_ms
+ * when timed from idle: replays back to back for warm_ms, then each replay
+ * of window_ms timed (events around it); returns the median replay over R
+ * in ms (-1 when off) and the window's wall-clock start and end. */
+static float sustained(cudaGraphExec_t exec, cudaStream_t st, uint32_t R, float replay_ms,
+                       long warm_ms, long window_ms, double *t0, double *t1, int *n_out) {
+  *t0 = *t1 = 0.0;
+  *n_out = 0;
+  if (window_ms <= 0 || replay_ms <= 0.0f) return -1.0f;
+  long nw = (long)((float)warm_ms / replay_ms) + 1, nm = (long)((float)window_ms / replay_ms) + 1;
+  if (nw > 200000) nw = 200000;
+  if (nm > 20000) nm = 20000;
+  if (nm < 5) nm = 5;
+  cudaEvent_t *ev = (cudaEvent_t *)malloc((size_t)(2 * nm) * sizeof *ev);
+  float *ms = (float *)malloc((size_t)nm * sizeof *ms);
+  if (!ev || !ms) {
+    fprintf(stderr, "bench_cuda_attn: out of memory\n");
+    exit(1);
+  }
+  for (long i = 0; i < 2 * nm; i++) CK(cudaEventCreate(&ev[i]));
+  for (long i = 0; i < nw; i++) CK(cudaGraphLaunch(exec, st));
+  /* The window starts behind the warm-up's last replay: what the queue
+   * still holds when the CPU gets here is a few replays at most. */
+  CK(cudaStreamSynchronize(st));
+  *t0 = wall_now();
+  for (long i = 0; i < nm; i++) {
+    CK(cudaEventRecord(ev[2 * i], st));
+    CK(cudaGraphLaunch(exec, st));
+    CK(cudaEventRecord(ev[2 * i + 1], st));
+  }
+  CK(cudaStreamSynchronize(st));
+  *t1 = wall_now();
+  for (long i = 0; i < nm; i++) {
+    CK(cudaEventElapsedTime(&ms[i], ev[2 * i], ev[2 * i + 1]));
+    ms[i] /= (float)R;
+  }
+  qsort(ms, (size_t)nm, sizeof *ms, cmp_float);
+  float med = ms[nm / 2];
+  for (long i = 0; i < 2 * nm; i++) cudaEventDestroy(ev[i]);
+  free(ev);
+  free(ms);
+  *n_out = (int)nm;
+  return med;
+}
+
+static long warm_ms = 1000, window_ms = 1000;
 
 static void run_config(uint32_t batch, uint32_t T, uint32_t kb, uint32_t vb, uint32_t Hq,
                        uint32_t H, uint32_t d, uint32_t block, int iters) {
@@ -138,7 +202,9 @@ static void run_config(uint32_t batch, uint32_t T, uint32_t kb, uint32_t vb, uin
   /* Graph timing: one graph of R calls (the layers in turn), replayed; the
    * time of a replay over R is the time of a call without launch gaps. */
   uint32_t R = layers < 8 ? 8 : layers;
-  float graph_med = -1.0f;
+  float graph_med = -1.0f, sus_med = -1.0f;
+  double sus_t0 = 0.0, sus_t1 = 0.0;
+  int sus_n = 0;
   cudaGraph_t graph = NULL;
   cudaGraphExec_t exec = NULL;
   if (cudaStreamBeginCapture(st, cudaStreamCaptureModeRelaxed) == cudaSuccess) {
@@ -161,6 +227,8 @@ static void run_config(uint32_t batch, uint32_t T, uint32_t kb, uint32_t vb, uin
       }
       qsort(ms, (size_t)iters, sizeof *ms, cmp_float);
       graph_med = ms[iters / 2];
+      sus_med = sustained(exec, st, R, graph_med * (float)R, warm_ms, window_ms, &sus_t0, &sus_t1,
+                          &sus_n);
     }
     (void)cudaGetLastError();
   }
@@ -187,10 +255,12 @@ static void run_config(uint32_t batch, uint32_t T, uint32_t kb, uint32_t vb, uin
   size_t bytes = tq_cuda_cache_decode_bytes(cache, 0, Hq);
   printf("{\"impl\": \"tqai\", \"kbits\": %u, \"vbits\": %u, \"batch\": %u, \"context\": %u, "
          "\"q_heads\": %u, \"kv_heads\": %u, \"dim\": %u, \"layers_rotated\": %u, \"median_us\": %.3f, "
-         "\"min_us\": %.3f, \"stream_us\": %.3f, \"graph_us\": %.3f, \"bytes\": %zu, "
-         "\"gbps\": %.1f, \"graph_gbps\": %.1f, \"finite\": %s}\n",
+         "\"min_us\": %.3f, \"stream_us\": %.3f, \"graph_us\": %.3f, \"sustained_us\": %.3f, "
+         "\"sustained_replays\": %d, \"sustained_t0\": %.6f, \"sustained_t1\": %.6f, "
+         "\"graph_calls\": %u, \"bytes\": %zu, \"gbps\": %.1f, \"graph_gbps\": %.1f, \"finite\": %s}\n",
          kb, vb, batch, T, Hq, H, d, layers, med * 1e3, ms[0] * 1e3, stream_med * 1e3,
-         graph_med * 1e3, bytes, (double)bytes / (med * 1e-3) / 1e9,
+         graph_med * 1e3, sus_med * 1e3, sus_n, sus_t0, sus_t1, R, bytes,
+         (double)bytes / (med * 1e-3) / 1e9,
          graph_med > 0 ? (double)bytes / (graph_med * 1e-3) / 1e9 : 0.0, finite ? "true" : "false");
   fflush(stdout);
   free(ms);
@@ -229,12 +299,18 @@ int main(int argc, char **argv) {
     else if (!strcmp(a, "--dim")) d = strtol(v, NULL, 10);
     else if (!strcmp(a, "--iters")) iters = strtol(v, NULL, 10);
     else if (!strcmp(a, "--block")) block = strtol(v, NULL, 10);
+    else if (!strcmp(a, "--warm-ms")) warm_ms = strtol(v, NULL, 10);
+    else if (!strcmp(a, "--window-ms")) window_ms = strtol(v, NULL, 10);
     else {
       fprintf(stderr, "unknown option %s\n", a);
       return 2;
     }
   }
   if (iters < 1) iters = 1;
+  if (warm_ms < 0 || warm_ms > 600000 || window_ms < 0 || window_ms > 600000) {
+    fprintf(stderr, "bench_cuda_attn: --warm-ms and --window-ms take 0 to 600000\n");
+    return 2;
+  }
   int n = 0;
   tq_cuda_device_count(&n);
   if (n == 0) {
