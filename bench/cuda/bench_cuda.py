@@ -146,33 +146,16 @@ def time_graph(torch, fn, n_bufs, iters, warm_ms=0, window_ms=0):
         with torch.cuda.graph(g):
             for i in range(R):
                 fn(i % n_bufs)
-        g.replay()
-        torch.cuda.synchronize()
-        start = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
-        end = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
-        for i in range(iters):
-            start[i].record()
-            g.replay()
-            end[i].record()
-        torch.cuda.synchronize()
-        ms = statistics.median(s.elapsed_time(e) for s, e in zip(start, end)) / R
+        ms = time_calls(torch, lambda i: g.replay(), 1, iters) / R
         sus = None
         if window_ms > 0:
             replay = ms * R
             for i in range(min(200000, int(warm_ms / replay) + 1)):
                 g.replay()
             torch.cuda.synchronize()
-            n = max(5, min(20000, int(window_ms / replay) + 1))
-            start = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
-            end = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
             t0 = time.time()
-            for i in range(n):
-                start[i].record()
-                g.replay()
-                end[i].record()
-            torch.cuda.synchronize()
-            t1 = time.time()
-            sus = (statistics.median(s.elapsed_time(e) for s, e in zip(start, end)) / R, t0, t1)
+            n = max(5, min(20000, int(window_ms / replay) + 1))
+            sus = (time_calls(torch, lambda i: g.replay(), 1, n) / R, t0, time.time())
         del g
         return ms, sus
     except RuntimeError:

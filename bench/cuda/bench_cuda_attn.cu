@@ -92,6 +92,25 @@ static double wall_now(void) {
   return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* Median time of one call over n replays of a graph of R calls, each
+ * replay between two of the 2 n events ev (created by the caller); ms holds
+ * n floats of scratch. Returns after the stream has drained. */
+static float replay_median(cudaGraphExec_t exec, cudaStream_t st, uint32_t R, long n,
+                           cudaEvent_t *ev, float *ms) {
+  for (long i = 0; i < n; i++) {
+    CK(cudaEventRecord(ev[2 * i], st));
+    CK(cudaGraphLaunch(exec, st));
+    CK(cudaEventRecord(ev[2 * i + 1], st));
+  }
+  CK(cudaStreamSynchronize(st));
+  for (long i = 0; i < n; i++) {
+    CK(cudaEventElapsedTime(&ms[i], ev[2 * i], ev[2 * i + 1]));
+    ms[i] /= (float)R;
+  }
+  qsort(ms, (size_t)n, sizeof *ms, cmp_float);
+  return ms[n / 2];
+}
+
 /* Sustained timing of a graph of R calls whose replay took about replay_ms
  * when timed from idle: replays back to back for warm_ms, then each replay
  * of window_ms timed (events around it); returns the median replay over R
@@ -117,19 +136,8 @@ static float sustained(cudaGraphExec_t exec, cudaStream_t st, uint32_t R, float 
    * still holds when the CPU gets here is a few replays at most. */
   CK(cudaStreamSynchronize(st));
   *t0 = wall_now();
-  for (long i = 0; i < nm; i++) {
-    CK(cudaEventRecord(ev[2 * i], st));
-    CK(cudaGraphLaunch(exec, st));
-    CK(cudaEventRecord(ev[2 * i + 1], st));
-  }
-  CK(cudaStreamSynchronize(st));
+  float med = replay_median(exec, st, R, nm, ev, ms);
   *t1 = wall_now();
-  for (long i = 0; i < nm; i++) {
-    CK(cudaEventElapsedTime(&ms[i], ev[2 * i], ev[2 * i + 1]));
-    ms[i] /= (float)R;
-  }
-  qsort(ms, (size_t)nm, sizeof *ms, cmp_float);
-  float med = ms[nm / 2];
   for (long i = 0; i < 2 * nm; i++) cudaEventDestroy(ev[i]);
   free(ev);
   free(ms);
@@ -215,18 +223,7 @@ static void run_config(uint32_t batch, uint32_t T, uint32_t kb, uint32_t vb, uin
     if (cudaStreamEndCapture(st, &graph) == cudaSuccess && ok &&
         cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess) {
       CK(cudaGraphLaunch(exec, st));
-      for (int i = 0; i < iters; i++) {
-        CK(cudaEventRecord(ev[2 * i], st));
-        CK(cudaGraphLaunch(exec, st));
-        CK(cudaEventRecord(ev[2 * i + 1], st));
-      }
-      CK(cudaStreamSynchronize(st));
-      for (int i = 0; i < iters; i++) {
-        CK(cudaEventElapsedTime(&ms[i], ev[2 * i], ev[2 * i + 1]));
-        ms[i] /= (float)R;
-      }
-      qsort(ms, (size_t)iters, sizeof *ms, cmp_float);
-      graph_med = ms[iters / 2];
+      graph_med = replay_median(exec, st, R, iters, ev, ms);
       sus_med = sustained(exec, st, R, graph_med * (float)R, warm_ms, window_ms, &sus_t0, &sus_t1,
                           &sus_n);
     }
