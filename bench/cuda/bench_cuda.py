@@ -48,20 +48,22 @@ def parse_args():
     ap.add_argument("--window-ms", type=int, default=1000,
                     help="length of a sustained window; 0 leaves sustained timing out")
     a = ap.parse_args()
-    for name in ("iters", "warm_ms", "window_ms"):
-        v = getattr(a, name)
-        if v < 0 or v > 600000:
+    if not 1 <= a.iters <= 100000:
+        ap.error("--iters must be within 1..100000")
+    for name in ("warm_ms", "window_ms"):
+        if not 0 <= getattr(a, name) <= 600000:
             ap.error(f"--{name.replace('_', '-')} must be within 0..600000")
     return a
 
 
 class GpuSampler:
     """nvidia-smi sampling the SM clock and power draw every 50 ms into a
-    file; window(t0, t1) gives the medians of the samples between two
-    time.time() values (None when nvidia-smi is missing or says N/A)."""
+    file; after stop(), window(t0, t1) gives the medians of the samples
+    between two time.time() values (None when nvidia-smi is missing or says
+    N/A)."""
 
     def __init__(self, path):
-        self.path, self.proc = path, None
+        self.path, self.proc, self.samples = path, None, []
         power = "power.draw.instant"
         try:
             probe = subprocess.run(["nvidia-smi", f"--query-gpu={power}", "--format=csv,noheader"],
@@ -77,15 +79,11 @@ class GpuSampler:
             self.proc = None
 
     def stop(self):
-        if self.proc:
-            self.proc.terminate()
-            self.proc.wait()
-            self.file.close()
-
-    def window(self, t0, t1):
-        if not self.proc or not t1 or t1 <= t0:
-            return None, None
-        clocks, watts = [], []
+        if not self.proc:
+            return
+        self.proc.terminate()
+        self.proc.wait()
+        self.file.close()
         with open(self.path) as f:
             for line in f:
                 parts = [x.strip() for x in line.split(",")]
@@ -93,15 +91,15 @@ class GpuSampler:
                     continue
                 try:
                     t = datetime.datetime.strptime(parts[0], "%Y/%m/%d %H:%M:%S.%f").timestamp()
-                    c, w = float(parts[1]), float(parts[2])
+                    self.samples.append((t, float(parts[1]), float(parts[2])))
                 except ValueError:
                     continue
-                if t0 <= t <= t1:
-                    clocks.append(c)
-                    watts.append(w)
-        if not clocks:
+
+    def window(self, t0, t1):
+        inside = [(c, w) for t, c, w in self.samples if t1 and t0 <= t <= t1]
+        if not inside:
             return None, None
-        return statistics.median(clocks), statistics.median(watts)
+        return statistics.median(c for c, _ in inside), statistics.median(w for _, w in inside)
 
 
 def run_ours(a):
@@ -246,10 +244,9 @@ def main():
                         base[(batch, ctx, name)] = {"ms": ms, "graph_ms": gms, "bytes": b,
                                                     "gqa": mode}
                         if sus:
-                            clk, watts = sampler.window(sus[1], sus[2])
                             base[(batch, ctx, name)].update(
-                                {"sustained_ms": sus[0], "sustained_mhz": clk,
-                                 "sustained_w": watts})
+                                {"sustained_ms": sus[0], "sustained_t0": sus[1],
+                                 "sustained_t1": sus[2]})
                     except (RuntimeError, torch.cuda.OutOfMemoryError) as e:
                         base[(batch, ctx, name)] = {"ms": None, "error": str(e).splitlines()[0]}
                         torch.cuda.empty_cache()
@@ -257,6 +254,10 @@ def main():
         if sampler:
             sampler.stop()
     peak_sus_gbps = peak_sus[0] if peak_sus else None
+    for v in base.values():
+        if v.get("sustained_ms"):
+            v["sustained_mhz"], v["sustained_w"] = sampler.window(v["sustained_t0"],
+                                                                   v["sustained_t1"])
     rows = []
     for r in ours:
         key = (r["batch"], r["context"])
